@@ -1,0 +1,1 @@
+"""srdeploy benchmarks package."""

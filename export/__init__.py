@@ -1,0 +1,1 @@
+"""srdeploy export package."""

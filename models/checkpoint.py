@@ -1,0 +1,145 @@
+"""Checkpoint loading: read a state dict safely, tell which network it is, build and fill it.
+
+Everything the file says (architecture, scale, width, depth, rgb_range) is read back from its
+keys and tensor shapes, so the user never has to repeat it. What the file cannot say
+(res_scale, chunk_size, n_hashes) takes the released values unless overridden.
+"""
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .common import RGB_MEAN
+
+WRAPPER_KEYS = ("state_dict", "model", "params_ema", "params", "net")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message says what it is and what was expected."""
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file (plain state dict or a common wrapper), ``module.`` stripped."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported (?:global: GLOBAL|class) (\S+)", str(e))
+        if not found:  # a corrupt or foreign file, not a refused Python object
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (the file is corrupt or of "
+                                  f"another format); expected a .pt/.pth file written by torch.save") from None
+        raise CheckpointError(
+            f"{path}: this checkpoint stores Python objects ({found.group(1)}) and needs arbitrary code execution to unpickle, "
+            f"which srdeploy refuses for safety. Re-save only the weights: "
+            f"torch.save(model.state_dict(), 'weights.pt')") from None
+    except Exception as e:  # torch raises many types for a file that is not a checkpoint at all
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else 'no details'}); "
+                              f"expected a .pt/.pth file written by torch.save") from None
+    return unwrap(obj, str(path))
+
+
+def unwrap(obj: Any, where: str = "checkpoint") -> dict[str, torch.Tensor]:
+    while isinstance(obj, Mapping) and not _is_tensor_dict(obj):
+        inner = next((obj[k] for k in WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
+        if inner is None:
+            raise CheckpointError(f"{where}: a dict without tensors (keys: {_few(obj)}); expected a state dict "
+                                  f"or a wrapper holding one under {', '.join(map(repr, WRAPPER_KEYS))}")
+        obj = inner
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(f"{where}: holds a {type(obj).__name__}, expected a state dict (name -> tensor)")
+    state = {}
+    for k, v in obj.items():
+        if not isinstance(v, torch.Tensor):
+            raise CheckpointError(f"{where}: entry {k!r} is a {type(v).__name__}, not a tensor")
+        state[k[7:] if k.startswith("module.") else k] = v
+    return state
+
+
+def _is_tensor_dict(obj: Mapping) -> bool:
+    return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _few(names, n: int = 4) -> str:
+    names = list(names)
+    return ", ".join(map(str, names[:n])) + (f", … ({len(names)} in all)" if len(names) > n else "")
+
+
+def _rgb_range(sd: Mapping[str, torch.Tensor]) -> float:
+    """The official MeanShift bias is -rgb_range · mean: read rgb_range back (1 or 255 in practice)."""
+    bias = sd.get("sub_mean.bias")
+    if bias is None or bias.numel() != 3:
+        return 255.0
+    value = float(-bias[0]) / RGB_MEAN[0]
+    return float(round(value)) if abs(value - round(value)) < 1e-3 else value
+
+
+def detect(sd: Mapping[str, torch.Tensor]) -> tuple[str, int, dict[str, Any]]:
+    """(architecture, scale, config) of a state dict, from its keys and shapes alone."""
+    keys = set(sd)
+    try:
+        if any(k.startswith("SEM.") for k in keys):
+            n_feats = sd["head.0.0.weight"].shape[0]
+            if "SEM.multi_source_projection_2.up_attention.conv_assembly.0.weight" in keys:
+                scale = 4
+            else:
+                scale = 3 if sd["SEM.down_sample_1.0.weight"].shape[-1] == 9 else 2
+            cfg = dict(n_feats=n_feats, depth=sd["tail.0.weight"].shape[1] // n_feats,
+                       n_colors=sd["head.0.0.weight"].shape[1], rgb_range=_rgb_range(sd))
+            return "csnln", scale, cfg
+        if "head.0.weight" in keys and "tail.0.0.weight" in keys:
+            name = "nlsn" if any(k.endswith("conv_match.0.weight") for k in keys) else "edsr"
+            n_feats = sd["head.0.weight"].shape[0]
+            blocks = {int(m.group(1)) for k in keys if (m := re.match(r"body\.(\d+)\.body\.0\.weight$", k))}
+            first_up = sd["tail.0.0.weight"].shape[0]
+            scale = 3 if first_up == 9 * n_feats else (4 if "tail.0.2.weight" in keys else 2)
+            # res_scale is not in the file: released wide models (256 features) use 0.1, baselines 1.
+            cfg = dict(n_resblocks=len(blocks), n_feats=n_feats, n_colors=sd["head.0.weight"].shape[1],
+                       rgb_range=_rgb_range(sd), res_scale=0.1 if n_feats >= 256 else 1.0)
+            return name, scale, cfg
+    except (KeyError, IndexError) as e:
+        raise CheckpointError(f"state dict looks like an SR network but lacks {e}") from None
+    raise CheckpointError(f"keys match none of nlsn, csnln, edsr (first keys: {_few(sorted(keys))})")
+
+
+def load(path: str | Path, model: str | None = None, scale: int | None = None, **overrides: Any):
+    """Build the network a checkpoint holds and load it with ``strict=True``.
+
+    ``model``/``scale``, when given, are what the caller expects: a different file is an error.
+    ``overrides`` set options the file cannot tell (``res_scale``, ``chunk_size``, ``n_hashes``,
+    ``lsh_seed``).
+    """
+    from . import build  # late: models/__init__ imports this module
+
+    sd = read_state_dict(path)
+    try:
+        name, found_scale, cfg = detect(sd)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    if model is not None and model.lower() != name:
+        raise CheckpointError(f"{path} holds a {name.upper()} x{found_scale} network, not {model.upper()}; "
+                              f"pass --model {name} or the right checkpoint")
+    if scale is not None and scale != found_scale:
+        raise CheckpointError(f"{path} holds a {name.upper()} x{found_scale} network, but scale x{scale} was "
+                              f"asked for; pass --scale {found_scale} or an x{scale} checkpoint")
+    net = build(name, found_scale, **{**cfg, **overrides})
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: does not match {name.upper()} x{found_scale} "
+                              f"({'missing keys: ' + _few(missing) if missing else ''}"
+                              f"{'; ' if missing and unexpected else ''}"
+                              f"{'unexpected keys: ' + _few(unexpected) if unexpected else ''})")
+    wrong = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if sd[k].shape != v.shape]
+    if wrong:
+        raise CheckpointError(f"{path}: tensor shapes do not match {name.upper()} x{found_scale} "
+                              f"(file vs model: {_few(wrong, 3)})")
+    net.load_state_dict(sd, strict=True)
+    return net.eval()

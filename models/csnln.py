@@ -1,0 +1,168 @@
+"""CSNLN (Mei et al., CVPR 2020): recurrent self-exemplar mining with cross-scale attention.
+
+The cross-scale attention is computed for the whole batch at once: per-sample matching
+filters become one grouped convolution, and the per-sample transposed convolution that folds
+high-resolution patches back is ``torch.ops.srdeploy.cross_scale_fold``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import ops  # noqa: F401  (registers torch.ops.srdeploy)
+from .base import InputSizeError, SRModel
+from .common import MeanShift, ResBlock, conv3, conv_act
+
+DEFAULTS = dict(n_feats=128, depth=12, rgb_range=255, n_colors=3)
+
+# scale -> (kernel, stride, padding) of the projection (de)convolutions and the attention up-factor
+_PROJECTION = {2: (6, 2, 2), 3: (9, 3, 3), 4: (6, 2, 2)}
+
+
+def up_factor(scale: int) -> int:
+    """Attention up-factor u: 3 for x3, 2 for x2 and x4 (x4 applies two x2 projections)."""
+    return 3 if scale == 3 else 2
+
+
+def downscale(x: torch.Tensor, u: int) -> torch.Tensor:
+    """Bilinear 1/u downscale (align_corners=False) for H, W divisible by u, in exact form."""
+    if u == 2:
+        return F.avg_pool2d(x, 2)
+    if u == 3:
+        return x[..., 1::3, 1::3]
+    raise ValueError(f"unsupported up-factor {u}")
+
+
+def patches(x: torch.Tensor, k: int, stride: int, pad: int) -> torch.Tensor:
+    """All k×k patches of x [N, C, H, W] (zero padding ``pad``) -> [N, K, C, k, k]."""
+    N, C = x.shape[:2]
+    cols = F.unfold(F.pad(x, (pad, pad, pad, pad)), k, stride=stride)  # [N, C·k·k, K]
+    return cols.view(N, C, k, k, -1).permute(0, 4, 1, 2, 3)
+
+
+class NonLocalAttention(nn.Module):
+    """In-scale non-local attention (dense softmax over all positions)."""
+
+    def __init__(self, channel: int = 128, reduction: int = 2):
+        super().__init__()
+        self.conv_match1 = conv_act(channel, channel // reduction, 1, nn.PReLU())
+        self.conv_match2 = conv_act(channel, channel // reduction, 1, nn.PReLU())
+        self.conv_assembly = conv_act(channel, channel, 1, nn.PReLU())
+
+    def forward(self, x):
+        a = self.conv_match1(x).flatten(2).transpose(1, 2)  # [N, HW, c]
+        b = self.conv_match2(x).flatten(2)  # [N, c, HW]
+        v = self.conv_assembly(x).flatten(2).transpose(1, 2)  # [N, HW, C]
+        out = torch.matmul(torch.softmax(torch.matmul(a, b), dim=2), v)
+        return out.transpose(1, 2).reshape(x.shape)
+
+
+class CrossScaleAttention(nn.Module):
+    """Matches 3×3 patches of x against those of x downscaled by u, and assembles the matched
+    (3u)×(3u) patches of x into a u× larger map."""
+
+    def __init__(self, channel: int = 128, reduction: int = 2, scale: int = 2, ksize: int = 3,
+                 softmax_scale: float = 10.0):
+        super().__init__()
+        self.scale = scale
+        self.ksize = ksize
+        self.softmax_scale = softmax_scale
+        self.register_buffer("escape_NaN", torch.tensor([1e-4]))
+        self.conv_match_1 = conv_act(channel, channel // reduction, 1, nn.PReLU())
+        self.conv_match_2 = conv_act(channel, channel // reduction, 1, nn.PReLU())
+        self.conv_assembly = conv_act(channel, channel, 1, nn.PReLU())
+
+    def forward(self, x):
+        N, _, H, W = x.shape
+        u, k = self.scale, self.ksize
+        if H % u or W % u:
+            raise InputSizeError(f"cross-scale attention needs H and W divisible by {u}, got {H}x{W}")
+        # (3u)×(3u) patches of the embedding at stride u ('same' padding u) reconstruct the output.
+        raw = patches(self.conv_assembly(x), k * u, u, u)  # [N, K, C, 3u, 3u]
+        # 3×3 patches of the downscaled image are the matching filters, normalised per patch.
+        w = patches(self.conv_match_2(downscale(x, u)), k, 1, k // 2)  # [N, K, c, 3, 3]
+        norm = torch.maximum(w.pow(2).sum(dim=(2, 3, 4), keepdim=True).sqrt(), self.escape_NaN)
+        w = w / norm
+        match = F.pad(self.conv_match_1(x), (k // 2,) * 4)
+        K, c = w.shape[1], w.shape[2]
+        scores = F.conv2d(match.reshape(1, N * c, H + 2 * (k // 2), W + 2 * (k // 2)),
+                          w.reshape(N * K, c, k, k), groups=N).view(N, K, H, W)
+        scores = torch.softmax(scores * self.softmax_scale, dim=1)
+        return torch.ops.srdeploy.cross_scale_fold(scores, raw, u, u) / 6.0
+
+
+class MultisourceProjection(nn.Module):
+    def __init__(self, channel: int, scale: int):
+        super().__init__()
+        kernel, stride, padding = _PROJECTION[scale]
+        self.up_attention = CrossScaleAttention(channel, scale=up_factor(scale))
+        self.down_attention = NonLocalAttention(channel)
+        self.upsample = nn.Sequential(nn.ConvTranspose2d(channel, channel, kernel, stride, padding), nn.PReLU())
+        self.encoder = ResBlock(channel, 3, act=nn.PReLU(), res_scale=1.0)
+
+    def forward(self, x):
+        down_map = self.upsample(self.down_attention(x))
+        up_map = self.up_attention(x)
+        return down_map + self.encoder(up_map - down_map)
+
+
+def _down(channel, kernel, stride, padding):
+    return nn.Sequential(nn.Conv2d(channel, channel, kernel, stride, padding), nn.PReLU())
+
+
+def _up(channel, kernel, stride, padding):
+    return nn.Sequential(nn.ConvTranspose2d(channel, channel, kernel, stride, padding), nn.PReLU())
+
+
+class RecurrentProjection(nn.Module):
+    """The self-exemplar mining cell; x4 runs two x2 projections."""
+
+    def __init__(self, channel: int, scale: int):
+        super().__init__()
+        self.scale = scale
+        kernel, stride, padding = _PROJECTION[scale]
+        self.multi_source_projection = MultisourceProjection(channel, scale)
+        self.down_sample_1 = _down(channel, kernel, stride, padding)
+        if scale != 4:
+            self.down_sample_2 = _down(channel, kernel, stride, padding)
+        self.error_encode = _up(channel, kernel, stride, padding)
+        self.post_conv = conv_act(channel, channel, 3, nn.PReLU())
+        if scale == 4:
+            self.multi_source_projection_2 = MultisourceProjection(channel, scale)
+            self.down_sample_3 = _down(channel, 8, 4, 2)
+            self.down_sample_4 = _down(channel, 8, 4, 2)
+            self.error_encode_2 = _up(channel, 8, 4, 2)
+
+    def forward(self, x):
+        x_up = self.multi_source_projection(x)
+        h = x_up + self.error_encode(x - self.down_sample_1(x_up))
+        if self.scale == 4:
+            x_up = self.multi_source_projection_2(h)
+            h = x_up + self.error_encode_2(x - self.down_sample_3(x_up))
+            return self.post_conv(self.down_sample_4(h)), h
+        return self.post_conv(self.down_sample_2(h)), h
+
+
+class CSNLN(SRModel):
+    name = "csnln"
+
+    def __init__(self, scale: int, n_feats: int, depth: int, rgb_range: float, n_colors: int):
+        super().__init__(scale, dict(n_feats=n_feats, depth=depth, rgb_range=rgb_range, n_colors=n_colors))
+        self.size_multiple = up_factor(scale)
+        self.depth = depth
+        # Registration order = official state_dict order.
+        self.sub_mean = MeanShift(rgb_range, sign=-1)
+        self.SEM = RecurrentProjection(n_feats, scale)
+        self.add_mean = MeanShift(rgb_range, sign=+1)
+        self.head = nn.Sequential(conv_act(n_colors, n_feats, 3, nn.PReLU()),
+                                  conv_act(n_feats, n_feats, 3, nn.PReLU()))
+        self.tail = nn.Sequential(conv3(n_feats * depth, n_colors))
+
+    def _forward(self, x):
+        x = self.head(self.sub_mean(x))
+        estimates = []
+        for _ in range(self.depth):
+            x, h = self.SEM(x)
+            estimates.append(h)
+        return self.add_mean(self.tail(torch.cat(estimates, dim=1)))
