@@ -1,0 +1,1 @@
+"""srdeploy runtime: backends, inference, tiling, image I/O, metrics."""

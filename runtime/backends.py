@@ -1,0 +1,150 @@
+"""Inference backends: one small interface that the pipeline, the CLI and the benchmarks share.
+
+A backend runs one network on one tile. Its contract (what every backend must honour):
+
+- ``name``: the architecture ("nlsn", "csnln", "edsr"); ``scale``: the upscaling factor;
+- ``valid_size(h, w)``: the smallest input size ≥ (h, w) that it accepts;
+- ``backend(x)``: ``x`` is a [1, 3, h, w] float32 CPU tensor in [0, 1] of a valid size;
+  the result is [1, 3, scale·h, scale·w] float32 on the CPU, in [0, 1] but not clamped.
+  The backend owns the device transfer and the network's value range (``rgb_range``),
+  so the pipeline never needs to know either.
+
+Backends are opened from a weights file with ``open_backend(kind, weights, ...)``. Only
+implemented backends are listed in :data:`BACKENDS`; onnxruntime ("ort") and TensorRT
+("trt") register themselves there when they land, and the CLI's choices follow.
+"""
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+
+import torch
+
+import models
+
+__all__ = [
+    "Backend",
+    "TorchBackend",
+    "BACKENDS",
+    "BackendError",
+    "WeightsRequired",
+    "default_weights",
+    "resolve_weights",
+    "resolve_device",
+    "open_backend",
+]
+
+
+class BackendError(ValueError):
+    """A backend cannot be set up as asked (device, weights, model/scale mismatch)."""
+
+
+class WeightsRequired(BackendError):
+    """No weights were given and there are no default weights for the request."""
+
+
+class Backend(abc.ABC):
+    name: str
+    scale: int
+    device: str = "cpu"
+
+    @abc.abstractmethod
+    def valid_size(self, h: int, w: int) -> tuple[int, int]: ...
+
+    @abc.abstractmethod
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    @classmethod
+    @abc.abstractmethod
+    def open(cls, weights: Path, *, model: str | None = None, scale: int | None = None,
+             device: str = "cpu") -> "Backend":
+        """Open ``weights``; ``model``/``scale``, when given, must match what the file holds."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name} x{self.scale} on {self.device})"
+
+
+class TorchBackend(Backend):
+    """The PyTorch reference network, fp32."""
+
+    def __init__(self, model: models.SRModel, device: str = "cpu"):
+        self.device = str(resolve_device(device))
+        self.model = model.eval().to(self.device)
+        self.name = model.name
+        self.scale = int(model.scale)
+        self.rgb_range = float(model.rgb_range)
+
+    def valid_size(self, h: int, w: int) -> tuple[int, int]:
+        return self.model.valid_size(h, w)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():  # not inference_mode: its tensors refuse in-place use by callers
+            y = self.model(x.to(self.device, torch.float32) * self.rgb_range)
+            return (y / self.rgb_range).float().cpu()
+
+    @classmethod
+    def open(cls, weights, *, model=None, scale=None, device="cpu"):
+        device = resolve_device(device)  # fail on the device before reading a large file
+        weights = Path(weights)
+        if not weights.is_file():
+            raise BackendError(f"weights file {weights} not found")
+        try:
+            net = models.load(weights)
+        except models.CheckpointError as e:
+            raise BackendError(str(e)) from None
+        except (OSError, RuntimeError, EOFError) as e:  # unreadable or not a torch file at all
+            raise BackendError(f"cannot load weights {weights}: {e}") from None
+        check_match(net.name, net.scale, model, scale, weights)
+        return cls(net, device)
+
+
+#: implemented backends by CLI name; "ort" and "trt" are added here when they exist
+BACKENDS: dict[str, type[Backend]] = {"torch": TorchBackend}
+
+
+def check_match(name: str, scale: int, want_model: str | None, want_scale: int | None, source) -> None:
+    """An explicit --model/--scale must agree with what the weights hold."""
+    if want_model is not None and want_model.lower() != name:
+        raise BackendError(f"--model {want_model} does not match {source}, which holds {name} x{scale}; "
+                           f"drop --model or pass {want_model} weights")
+    if want_scale is not None and int(want_scale) != scale:
+        raise BackendError(f"--scale {want_scale} does not match {source}, which holds {name} x{scale}; "
+                           f"drop --scale or pass x{want_scale} weights")
+
+
+def default_weights(model: str | None, scale: int | None) -> Path | None:
+    """Bundled weights for (model, scale). None yet: bundled weights are a planned feature."""
+    return None
+
+
+def resolve_weights(weights: str | Path | None, model: str | None = None, scale: int | None = None) -> Path:
+    """The weights to use: the ones given, else the bundled default; the one place this is decided."""
+    if weights is not None:
+        return Path(weights)
+    found = default_weights(model, scale)
+    if found is None:
+        what = " ".join(filter(None, [model, f"x{scale}" if scale else None]))
+        raise WeightsRequired(f"no weights given{' for ' + what if what else ''}: pass --weights PATH to an "
+                              f"official NLSN/CSNLN/EDSR checkpoint; bundled default weights are planned")
+    return found
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this PyTorch build has no CUDA support" if torch.version.cuda is None
+                   else "no CUDA GPU is visible")
+            raise BackendError(f"--device cuda: CUDA is not available ({why}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise BackendError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    elif dev.type != "cpu":
+        raise BackendError(f"--device {device}: unsupported device (use cpu or cuda)")
+    return dev
+
+
+def open_backend(kind: str, weights: str | Path, *, model: str | None = None, scale: int | None = None,
+                 device: str = "cpu") -> Backend:
+    if kind not in BACKENDS:
+        raise BackendError(f"unknown backend {kind!r}; available: {', '.join(BACKENDS)}")
+    return BACKENDS[kind].open(Path(weights), model=model, scale=scale, device=device)
