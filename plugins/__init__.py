@@ -1,1 +1,11 @@
-"""srdeploy plugins package."""
+"""srdeploy plugins package: CUDA kernels of the custom ops and their loaders.
+
+- ``plugins/{bucketSort,bucketAttention,crossScaleFold}/``: one folder per op (kernel + launcher
+  header + README with the op's inputs, outputs and attributes); ``plugins/include/srdeploy_kernels.h``
+  is the C ABI of ``libsrdeploy_kernels.so``; ``plugins/CMakeLists.txt`` builds it.
+- ``python -m plugins.build``: CMake configure + build into ``plugins/build/``.
+- ``plugins.loader.enable()``: torch.ops.srdeploy.* on CUDA tensors use the kernels (loaded with
+  ctypes on the first CUDA call; the PyTorch reference with one warning if the library is missing).
+
+Importing this package imports nothing CUDA-specific.
+"""

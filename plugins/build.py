@@ -1,0 +1,92 @@
+"""Build libsrdeploy_kernels.so with CMake: ``python -m plugins.build``.
+
+    python -m plugins.build                       # plugins/build/libsrdeploy_kernels.so
+    python -m plugins.build --build-dir /tmp/b --arch 90-real --jobs 8
+
+The build folder (default ``plugins/build/``) is outside git (.gitignore: ``build/``). The
+library is found there by :mod:`plugins.loader`, or wherever ``SRDEPLOY_KERNELS_LIB`` points.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SOURCE_DIR = Path(__file__).resolve().parent
+DEFAULT_BUILD_DIR = SOURCE_DIR / "build"
+LIB_NAME = "libsrdeploy_kernels.so"
+DEFAULT_ARCHS = "80-real;90-real;100"  # sm_80, sm_90, sm_100 + PTX of sm_100
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def find_nvcc() -> str | None:
+    """nvcc from $CUDACXX, PATH, $CUDA_HOME/bin or /usr/local/cuda/bin, or None."""
+    candidates = [os.environ.get("CUDACXX"), shutil.which("nvcc")]
+    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if root:
+            candidates.append(str(Path(root) / "bin" / "nvcc"))
+    for c in candidates:
+        if c and Path(c).is_file() and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+def build(build_dir: str | Path | None = None, *, archs: str | None = None, jobs: int = 2,
+          build_type: str = "Release", werror: bool = True, quiet: bool = False) -> Path:
+    """Configure and build; return the path of the library. Raises BuildError with the log tail."""
+    nvcc = find_nvcc()
+    if nvcc is None:
+        raise BuildError("nvcc not found (set CUDACXX or put the CUDA toolkit's bin/ on PATH)")
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        raise BuildError("cmake not found")
+    build_dir = Path(build_dir) if build_dir else DEFAULT_BUILD_DIR
+    configure = [cmake, "-S", str(SOURCE_DIR), "-B", str(build_dir), f"-DCMAKE_BUILD_TYPE={build_type}",
+                 f"-DCMAKE_CUDA_COMPILER={nvcc}", f"-DCMAKE_CUDA_ARCHITECTURES={archs or DEFAULT_ARCHS}",
+                 f"-DSRD_WERROR={'ON' if werror else 'OFF'}"]
+    steps = [configure, [cmake, "--build", str(build_dir), "-j", str(max(1, jobs))]]
+    start = time.perf_counter()
+    for cmd in steps:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if not quiet:
+            sys.stdout.write(proc.stdout)
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stdout.splitlines()[-40:])
+            raise BuildError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{tail}")
+    lib = build_dir / LIB_NAME
+    if not lib.is_file():
+        raise BuildError(f"the build finished but {lib} is missing")
+    if not quiet:
+        print(f"built {lib} in {time.perf_counter() - start:.1f} s")
+    return lib
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m plugins.build", description=__doc__.splitlines()[0])
+    p.add_argument("--build-dir", default=str(DEFAULT_BUILD_DIR), help="CMake build folder (default %(default)s)")
+    p.add_argument("--arch", default=DEFAULT_ARCHS, help="CMAKE_CUDA_ARCHITECTURES (default %(default)s)")
+    p.add_argument("--jobs", "-j", type=int, default=2, help="parallel compile jobs (default %(default)s)")
+    p.add_argument("--debug", action="store_true", help="Debug build")
+    p.add_argument("--no-werror", action="store_true", help="do not treat warnings as errors")
+    p.add_argument("--clean", action="store_true", help="remove the build folder first")
+    args = p.parse_args(argv)
+    if args.clean and Path(args.build_dir).exists():
+        shutil.rmtree(args.build_dir)
+    try:
+        build(args.build_dir, archs=args.arch, jobs=args.jobs, build_type="Debug" if args.debug else "Release",
+              werror=not args.no_werror)
+    except BuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

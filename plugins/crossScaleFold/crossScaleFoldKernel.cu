@@ -1,0 +1,244 @@
+// CrossScaleFold = cols[b] = patches[b]^T . scores[b] (a batched GEMM contracting over the K
+// patches), then col2im as a gather: every output pixel sums its own (ky, kx) contributions in a
+// fixed order, so the result is deterministic and needs no atomics.
+//
+// Both GEMM operands are stored with the contraction index outermost (patches [K, C*kh*kw],
+// scores [K, h*w]), so tiles load with unit stride and no transposes.
+//   fp32: SIMT, 128 x 128 tiles, 8 x 8 per thread, register prefetch of the next k-slab.
+//   fp16: tensor cores (WMMA, fp16 in, fp32 accumulate), 64 x 64 tiles.
+// The columns stay fp32 until col2im writes the output dtype.
+#include "crossScaleFoldKernel.h"
+
+#include <cuda_fp16.h>
+#include <mma.h>
+
+namespace srd {
+namespace {
+
+template <typename T>
+__device__ __forceinline__ T fromF(float x);
+template <>
+__device__ __forceinline__ float fromF<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ __half fromF<__half>(float x) { return __float2half_rn(x); }
+
+// C[b][m][n] = sum_k A[b][k][m] * B[b][k][n]; A is [K][M], B is [K][N], C is [M][N].
+struct Gemm {
+    int M, N, K;
+};
+
+// ------------------------------------------------------------------------------ fp32 SIMT GEMM
+// 16 x 16 threads; thread (ty, tx) owns rows 4ty + 64i + {0..3} and columns 4tx + 64j + {0..3}
+// (i, j < 2), read as float4 from shared memory.
+constexpr int kG32M = 128, kG32N = 128, kG32K = 8, kG32Threads = 256;
+constexpr int kG32Loads = kG32K * kG32M / kG32Threads;  // elements of A (and of B) per thread
+
+__global__ void __launch_bounds__(kG32Threads)
+gemmF32(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ Cm, Gemm g) {
+    __shared__ __align__(16) float As[kG32K][kG32M];
+    __shared__ __align__(16) float Bs[kG32K][kG32N];
+    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    const int m0 = blockIdx.y * kG32M, n0 = blockIdx.x * kG32N;
+    const size_t batch = blockIdx.z;
+    const float* Ab = A + batch * g.K * g.M;
+    const float* Bb = B + batch * g.K * g.N;
+    float* Cb = Cm + batch * g.M * g.N;
+
+    // Element e of this thread's slab share: row k = idx / 128, column idx % 128 (unit stride
+    // across consecutive threads, so the loads coalesce).
+    float ra[kG32Loads], rb[kG32Loads];
+    auto fetch = [&](int k0) {
+#pragma unroll
+        for (int e = 0; e < kG32Loads; ++e) {
+            const int idx = tid + e * kG32Threads;
+            const int k = k0 + idx / kG32M, col = idx % kG32M;
+            const bool kin = k < g.K;
+            ra[e] = (kin && m0 + col < g.M) ? Ab[static_cast<size_t>(k) * g.M + m0 + col] : 0.f;
+            rb[e] = (kin && n0 + col < g.N) ? Bb[static_cast<size_t>(k) * g.N + n0 + col] : 0.f;
+        }
+    };
+
+    float acc[8][8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[i][j] = 0.f;
+
+    fetch(0);
+    for (int k0 = 0; k0 < g.K; k0 += kG32K) {
+        __syncthreads();  // previous slab consumed
+#pragma unroll
+        for (int e = 0; e < kG32Loads; ++e) {
+            const int idx = tid + e * kG32Threads;
+            As[idx / kG32M][idx % kG32M] = ra[e];
+            Bs[idx / kG32N][idx % kG32N] = rb[e];
+        }
+        __syncthreads();
+        if (k0 + kG32K < g.K) fetch(k0 + kG32K);  // in flight while this slab is multiplied
+#pragma unroll
+        for (int k = 0; k < kG32K; ++k) {
+            float a[8], b[8];
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const float4 av = *reinterpret_cast<const float4*>(&As[k][4 * ty + 64 * h]);
+                const float4 bv = *reinterpret_cast<const float4*>(&Bs[k][4 * tx + 64 * h]);
+                a[4 * h + 0] = av.x; a[4 * h + 1] = av.y; a[4 * h + 2] = av.z; a[4 * h + 3] = av.w;
+                b[4 * h + 0] = bv.x; b[4 * h + 1] = bv.y; b[4 * h + 2] = bv.z; b[4 * h + 3] = bv.w;
+            }
+#pragma unroll
+            for (int i = 0; i < 8; ++i)
+#pragma unroll
+                for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        }
+    }
+
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const int m = m0 + 4 * ty + 64 * (i / 4) + (i % 4);
+        if (m >= g.M) continue;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const int n = n0 + 4 * tx + 64 * (j / 4) + (j % 4);
+            if (n < g.N) Cb[static_cast<size_t>(m) * g.N + n] = acc[i][j];
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------ fp16 WMMA GEMM
+// 4 warps in 2 x 2, each a 32 x 32 output block (2 x 2 fragments).
+constexpr int kG16M = 64, kG16N = 64, kG16K = 32, kG16Threads = 128;
+constexpr int kG16Lda = kG16M + 8, kG16Ldb = kG16N + 8, kG16Ldc = kG16N + 4;
+
+__global__ void __launch_bounds__(kG16Threads)
+gemmF16(const __half* __restrict__ A, const __half* __restrict__ B, float* __restrict__ Cm, Gemm g) {
+    using namespace nvcuda;
+    __shared__ __align__(128) __half As[kG16K * kG16Lda];  // [k][m]
+    __shared__ __align__(128) __half Bs[kG16K * kG16Ldb];  // [k][n]
+    __shared__ __align__(128) float Cs[kG16M * kG16Ldc];
+    const int tid = threadIdx.x, warp = tid >> 5;
+    const int wm = warp >> 1, wn = warp & 1;
+    const int m0 = blockIdx.y * kG16M, n0 = blockIdx.x * kG16N;
+    const size_t batch = blockIdx.z;
+    const __half* Ab = A + batch * g.K * g.M;
+    const __half* Bb = B + batch * g.K * g.N;
+    float* Cb = Cm + batch * g.M * g.N;
+    const __half zero = __float2half_rn(0.f);
+
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.f);
+
+    for (int k0 = 0; k0 < g.K; k0 += kG16K) {
+        __syncthreads();
+        for (int idx = tid; idx < kG16K * kG16M; idx += kG16Threads) {
+            const int k = k0 + idx / kG16M, col = idx % kG16M;
+            const bool kin = k < g.K;
+            As[(idx / kG16M) * kG16Lda + col] =
+                (kin && m0 + col < g.M) ? Ab[static_cast<size_t>(k) * g.M + m0 + col] : zero;
+            Bs[(idx / kG16N) * kG16Ldb + col] =
+                (kin && n0 + col < g.N) ? Bb[static_cast<size_t>(k) * g.N + n0 + col] : zero;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < kG16K; kk += 16) {
+            // A(m, k) = As[k][m]: column-major with leading dimension kG16Lda.
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::col_major> a[2];
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> b[2];
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+                wmma::load_matrix_sync(a[i], As + kk * kG16Lda + wm * 32 + i * 16, kG16Lda);
+#pragma unroll
+            for (int j = 0; j < 2; ++j)
+                wmma::load_matrix_sync(b[j], Bs + kk * kG16Ldb + wn * 32 + j * 16, kG16Ldb);
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+#pragma unroll
+                for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j)
+            wmma::store_matrix_sync(Cs + (wm * 32 + i * 16) * kG16Ldc + wn * 32 + j * 16, acc[i][j],
+                                    kG16Ldc, wmma::mem_row_major);
+    __syncthreads();
+    for (int idx = tid; idx < kG16M * kG16N; idx += kG16Threads) {
+        const int r = idx / kG16N, col = idx % kG16N;
+        if (m0 + r < g.M && n0 + col < g.N)
+            Cb[static_cast<size_t>(m0 + r) * g.N + n0 + col] = Cs[r * kG16Ldc + col];
+    }
+}
+
+// -------------------------------------------------------------------------------------- col2im
+// out[b, c, oy, ox] = sum over (ky, kx) with oy + pad - ky = iy * stride (0 <= iy < h), likewise
+// for x, of cols[b, (c*kh + ky)*kw + kx, iy*w + ix].
+template <typename T>
+__global__ void col2im(const float* __restrict__ cols, T* __restrict__ out, CrossScaleFoldShape s,
+                       int outH, int outW, size_t total) {
+    for (size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; idx < total;
+         idx += static_cast<size_t>(gridDim.x) * blockDim.x) {
+        const int ox = static_cast<int>(idx % outW);
+        const int oy = static_cast<int>((idx / outW) % outH);
+        const size_t bc = idx / (static_cast<size_t>(outW) * outH);  // b * C + c
+        const float* colsBc = cols + bc * s.kernelH * s.kernelW * static_cast<size_t>(s.h) * s.w;
+        float acc = 0.f;
+        for (int ky = 0; ky < s.kernelH; ++ky) {
+            const int ty = oy + s.padding - ky;
+            if (ty < 0 || ty % s.stride) continue;
+            const int iy = ty / s.stride;
+            if (iy >= s.h) continue;
+            for (int kx = 0; kx < s.kernelW; ++kx) {
+                const int tx = ox + s.padding - kx;
+                if (tx < 0 || tx % s.stride) continue;
+                const int ix = tx / s.stride;
+                if (ix >= s.w) continue;
+                acc += colsBc[(static_cast<size_t>(ky) * s.kernelW + kx) * s.h * s.w +
+                              static_cast<size_t>(iy) * s.w + ix];
+            }
+        }
+        out[idx] = fromF<T>(acc);
+    }
+}
+
+}  // namespace
+
+size_t crossScaleFoldWorkspaceSize(const CrossScaleFoldShape& s) {
+    return alignUp(sizeof(float) * static_cast<size_t>(s.n) * s.channels * s.kernelH * s.kernelW *
+                   s.h * s.w);
+}
+
+cudaError_t launchCrossScaleFold(const void* scores, const void* patches, void* out,
+                                 const CrossScaleFoldShape& s, DType dtype, void* workspace,
+                                 size_t workspaceBytes, cudaStream_t stream) {
+    if (workspaceBytes < crossScaleFoldWorkspaceSize(s)) return cudaErrorInvalidValue;
+    float* cols = static_cast<float*>(workspace);
+    const Gemm g{s.channels * s.kernelH * s.kernelW, s.h * s.w, s.k};
+    const int outH = s.outH(), outW = s.outW();
+    const size_t total = static_cast<size_t>(s.n) * s.channels * outH * outW;
+    size_t blocks = (total + 255) / 256;
+    if (blocks > 65535u * 16u) blocks = 65535u * 16u;  // grid-stride loop covers the rest
+
+    if (dtype == DType::kFloat16) {
+        const dim3 grid(ceilDiv(g.N, kG16N), ceilDiv(g.M, kG16M), s.n);
+        gemmF16<<<grid, kG16Threads, 0, stream>>>(static_cast<const __half*>(patches),
+                                                 static_cast<const __half*>(scores), cols, g);
+        cudaError_t err = cudaGetLastError();
+        if (err != cudaSuccess) return err;
+        col2im<__half><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
+            cols, static_cast<__half*>(out), s, outH, outW, total);
+    } else {
+        const dim3 grid(ceilDiv(g.N, kG32N), ceilDiv(g.M, kG32M), s.n);
+        gemmF32<<<grid, kG32Threads, 0, stream>>>(static_cast<const float*>(patches),
+                                                 static_cast<const float*>(scores), cols, g);
+        cudaError_t err = cudaGetLastError();
+        if (err != cudaSuccess) return err;
+        col2im<float><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
+            cols, static_cast<float*>(out), s, outH, outW, total);
+    }
+    return cudaGetLastError();
+}
+
+}  // namespace srd
