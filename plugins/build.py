@@ -2,6 +2,7 @@
 
     python -m plugins.build                       # plugins/build/libsrdeploy_kernels.so
     python -m plugins.build --build-dir /tmp/b --arch 90-real --jobs 8
+    python -m plugins.build --tensorrt-root /opt/tensorrt  # + libsrdeploy_trt_plugins.so (TensorRT plugins)
 
 The build folder (default ``plugins/build/``) is outside git (.gitignore: ``build/``). The
 library is found there by :mod:`plugins.loader`, or wherever ``SRDEPLOY_KERNELS_LIB`` points.
@@ -19,6 +20,7 @@ from pathlib import Path
 SOURCE_DIR = Path(__file__).resolve().parent
 DEFAULT_BUILD_DIR = SOURCE_DIR / "build"
 LIB_NAME = "libsrdeploy_kernels.so"
+TRT_LIB_NAME = "libsrdeploy_trt_plugins.so"  # built when TensorRT headers are given (--tensorrt-root)
 DEFAULT_ARCHS = "80-real;90-real;100"  # sm_80, sm_90, sm_100 + PTX of sm_100
 
 
@@ -39,8 +41,12 @@ def find_nvcc() -> str | None:
 
 
 def build(build_dir: str | Path | None = None, *, archs: str | None = None, jobs: int = 2,
-          build_type: str = "Release", werror: bool = True, quiet: bool = False) -> Path:
-    """Configure and build; return the path of the library. Raises BuildError with the log tail."""
+          build_type: str = "Release", werror: bool = True, quiet: bool = False,
+          tensorrt_root: str | Path | None = None) -> Path:
+    """Configure and build; return the path of the kernels library. Raises BuildError with the log tail.
+
+    ``tensorrt_root``: a TensorRT install (or any folder with ``include/NvInfer.h``); the TensorRT
+    plugin library ``TRT_LIB_NAME`` is then built next to the kernels library (only headers needed)."""
     nvcc = find_nvcc()
     if nvcc is None:
         raise BuildError("nvcc not found (set CUDACXX or put the CUDA toolkit's bin/ on PATH)")
@@ -51,6 +57,12 @@ def build(build_dir: str | Path | None = None, *, archs: str | None = None, jobs
     configure = [cmake, "-S", str(SOURCE_DIR), "-B", str(build_dir), f"-DCMAKE_BUILD_TYPE={build_type}",
                  f"-DCMAKE_CUDA_COMPILER={nvcc}", f"-DCMAKE_CUDA_ARCHITECTURES={archs or DEFAULT_ARCHS}",
                  f"-DSRD_WERROR={'ON' if werror else 'OFF'}"]
+    if tensorrt_root:
+        if not (Path(tensorrt_root) / "include" / "NvInfer.h").is_file():
+            raise BuildError(f"--tensorrt-root {tensorrt_root}: no include/NvInfer.h there")
+        configure += [f"-DTENSORRT_ROOT={Path(tensorrt_root).resolve()}", "-DSRD_BUILD_TRT_PLUGINS=ON"]
+    else:  # a cached TENSORRT_ROOT of an earlier configure would silently keep building it
+        configure += ["-DTENSORRT_ROOT=", "-DTENSORRT_INCLUDE_DIR=", "-DSRD_BUILD_TRT_PLUGINS=OFF"]
     steps = [configure, [cmake, "--build", str(build_dir), "-j", str(max(1, jobs))]]
     start = time.perf_counter()
     for cmd in steps:
@@ -63,8 +75,11 @@ def build(build_dir: str | Path | None = None, *, archs: str | None = None, jobs
     lib = build_dir / LIB_NAME
     if not lib.is_file():
         raise BuildError(f"the build finished but {lib} is missing")
+    if tensorrt_root and not (build_dir / TRT_LIB_NAME).is_file():
+        raise BuildError(f"the build finished but {build_dir / TRT_LIB_NAME} is missing")
     if not quiet:
-        print(f"built {lib} in {time.perf_counter() - start:.1f} s")
+        built = f"{lib}" + (f" and {build_dir / TRT_LIB_NAME}" if tensorrt_root else "")
+        print(f"built {built} in {time.perf_counter() - start:.1f} s")
     return lib
 
 
@@ -76,12 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--debug", action="store_true", help="Debug build")
     p.add_argument("--no-werror", action="store_true", help="do not treat warnings as errors")
     p.add_argument("--clean", action="store_true", help="remove the build folder first")
+    p.add_argument("--tensorrt-root", metavar="DIR", default=None,
+                   help=f"TensorRT install (its include/ is enough): also build {TRT_LIB_NAME}, the TensorRT "
+                        f"plugins (without it they are skipped)")
     args = p.parse_args(argv)
     if args.clean and Path(args.build_dir).exists():
         shutil.rmtree(args.build_dir)
     try:
         build(args.build_dir, archs=args.arch, jobs=args.jobs, build_type="Debug" if args.debug else "Release",
-              werror=not args.no_werror)
+              werror=not args.no_werror, tensorrt_root=args.tensorrt_root)
     except BuildError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

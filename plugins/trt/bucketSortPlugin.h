@@ -1,0 +1,56 @@
+/*
+ * BucketSort (srdeploy, version 1): codes int32 [B, M] -> order, rank int32 [B, M].
+ * Attribute: num_buckets (INT). Kernel: srd_bucket_sort (plugins/bucketSort/).
+ */
+#ifndef SRDEPLOY_TRT_BUCKET_SORT_PLUGIN_H
+#define SRDEPLOY_TRT_BUCKET_SORT_PLUGIN_H
+
+#include "srdPluginCommon.h"
+
+namespace srdeploy
+{
+namespace trt
+{
+
+class BucketSortPlugin final : public PluginBase<BucketSortPlugin>
+{
+public:
+    static constexpr char const* kNAME = "BucketSort";
+    static std::vector<FieldSpec> fieldSpecs();
+
+    explicit BucketSortPlugin(FieldReader const& fields);
+    BucketSortPlugin(BucketSortPlugin const&) = default;
+    ~BucketSortPlugin() noexcept override = default;
+
+    void appendFields(std::vector<PluginField>& fields);
+
+    // IPluginV3OneBuild
+    int32_t configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* out,
+        int32_t nbOutputs) noexcept override;
+    int32_t getOutputDataTypes(
+        DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes, int32_t nbInputs) const noexcept override;
+    int32_t getOutputShapes(DimsExprs const* inputs, int32_t nbInputs, DimsExprs const* shapeInputs,
+        int32_t nbShapeInputs, DimsExprs* outputs, int32_t nbOutputs, IExprBuilder& exprBuilder) noexcept override;
+    bool supportsFormatCombination(
+        int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept override;
+    int32_t getNbOutputs() const noexcept override;
+    size_t getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
+        DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept override;
+
+    // IPluginV3OneRuntime
+    int32_t onShapeChange(
+        PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
+    int32_t enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* outputDesc, void const* const* inputs,
+        void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
+
+private:
+    int32_t mNumBuckets{};
+    size_t mWorkspaceBytes{}; //!< for the shapes of the last onShapeChange()
+};
+
+using BucketSortPluginCreator = PluginCreator<BucketSortPlugin>;
+
+} // namespace trt
+} // namespace srdeploy
+
+#endif // SRDEPLOY_TRT_BUCKET_SORT_PLUGIN_H

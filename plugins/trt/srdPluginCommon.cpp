@@ -1,0 +1,215 @@
+#include "srdPluginCommon.h"
+
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <mutex>
+#include <sstream>
+
+namespace srdeploy
+{
+namespace trt
+{
+
+namespace
+{
+std::mutex gLoggerMutex;
+nvinfer1::ILoggerFinder* gLoggerFinder{nullptr};
+
+char const* severityName(ILogger::Severity severity) noexcept
+{
+    switch (severity)
+    {
+    case ILogger::Severity::kINTERNAL_ERROR: return "INTERNAL_ERROR";
+    case ILogger::Severity::kERROR: return "ERROR";
+    case ILogger::Severity::kWARNING: return "WARNING";
+    case ILogger::Severity::kINFO: return "INFO";
+    case ILogger::Severity::kVERBOSE: return "VERBOSE";
+    }
+    return "LOG";
+}
+} // namespace
+
+void setLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept
+{
+    std::lock_guard<std::mutex> lock(gLoggerMutex);
+    if (finder != nullptr)
+    {
+        gLoggerFinder = finder;
+    }
+}
+
+void log(ILogger::Severity severity, char const* op, std::string const& message) noexcept
+{
+    try
+    {
+        std::string const text = std::string("[srdeploy] ") + op + ": " + message;
+        ILogger* logger{nullptr};
+        {
+            std::lock_guard<std::mutex> lock(gLoggerMutex);
+            if (gLoggerFinder != nullptr)
+            {
+                // findLogger() must be called from the thread of the plugin method: it is.
+                logger = gLoggerFinder->findLogger();
+            }
+        }
+        if (logger != nullptr)
+        {
+            logger->log(severity, text.c_str());
+        }
+        else if (severity <= ILogger::Severity::kWARNING)
+        {
+            std::fprintf(stderr, "[%s] %s\n", severityName(severity), text.c_str());
+        }
+    }
+    catch (...)
+    {
+        // Logging must never throw across the plugin's noexcept edge.
+    }
+}
+
+void logCurrentException(char const* op) noexcept
+{
+    try
+    {
+        throw;
+    }
+    catch (std::exception const& e)
+    {
+        log(ILogger::Severity::kERROR, op, e.what());
+    }
+    catch (...)
+    {
+        log(ILogger::Severity::kERROR, op, "unknown error");
+    }
+}
+
+void checkStatus(int status, char const* what)
+{
+    if (status != SRD_SUCCESS)
+    {
+        std::ostringstream os;
+        os << what << ": " << srd_status_string(status) << ": " << srd_last_error_message();
+        throw PluginError(os.str());
+    }
+}
+
+int toSrdType(DataType type)
+{
+    switch (type)
+    {
+    case DataType::kFLOAT: return SRD_FLOAT32;
+    case DataType::kHALF: return SRD_FLOAT16;
+    default: break;
+    }
+    throw PluginError(std::string("float tensors must be kFLOAT or kHALF, got ") + typeName(type));
+}
+
+char const* typeName(DataType type) noexcept
+{
+    switch (type)
+    {
+    case DataType::kFLOAT: return "kFLOAT";
+    case DataType::kHALF: return "kHALF";
+    case DataType::kINT8: return "kINT8";
+    case DataType::kINT32: return "kINT32";
+    case DataType::kBOOL: return "kBOOL";
+    case DataType::kUINT8: return "kUINT8";
+    case DataType::kFP8: return "kFP8";
+    case DataType::kBF16: return "kBF16";
+    case DataType::kINT64: return "kINT64";
+    default: break;
+    }
+    return "another type";
+}
+
+std::string dimsString(Dims const& dims)
+{
+    std::ostringstream os;
+    os << '[';
+    for (int32_t i = 0; i < dims.nbDims; ++i)
+    {
+        os << (i ? ", " : "") << dims.d[i];
+    }
+    os << ']';
+    return os.str();
+}
+
+void requireRank(Dims const& dims, int32_t rank, char const* what)
+{
+    if (dims.nbDims != rank)
+    {
+        std::ostringstream os;
+        os << what << " must have rank " << rank << ", got " << dimsString(dims);
+        throw PluginError(os.str());
+    }
+}
+
+int64_t volume(Dims const& dims) noexcept
+{
+    int64_t n = 1;
+    for (int32_t i = 0; i < dims.nbDims; ++i)
+    {
+        n *= dims.d[i];
+    }
+    return n;
+}
+
+FieldReader::FieldReader(PluginFieldCollection const* fc)
+    : mFC(fc)
+{
+    if (fc == nullptr || (fc->nbFields > 0 && fc->fields == nullptr))
+    {
+        throw PluginError("no attribute collection given");
+    }
+}
+
+PluginField const* FieldReader::find(char const* name) const
+{
+    for (int32_t i = 0; i < mFC->nbFields; ++i)
+    {
+        PluginField const& f = mFC->fields[i];
+        if (f.name != nullptr && std::strcmp(f.name, name) == 0)
+        {
+            if (f.data == nullptr || f.length != 1)
+            {
+                throw PluginError(std::string("attribute ") + name + " must hold exactly one value");
+            }
+            return &f;
+        }
+    }
+    throw PluginError(std::string("attribute ") + name + " is missing (the ONNX node must carry it)");
+}
+
+int32_t FieldReader::getInt(char const* name) const
+{
+    PluginField const* f = find(name);
+    int64_t value{};
+    switch (f->type)
+    {
+    case PluginFieldType::kINT32: value = *static_cast<int32_t const*>(f->data); break;
+    case PluginFieldType::kINT64: value = *static_cast<int64_t const*>(f->data); break;
+    default: throw PluginError(std::string("attribute ") + name + " must be an integer (kINT32)");
+    }
+    if (value < std::numeric_limits<int32_t>::min() || value > std::numeric_limits<int32_t>::max())
+    {
+        throw PluginError(std::string("attribute ") + name + " does not fit int32");
+    }
+    return static_cast<int32_t>(value);
+}
+
+float FieldReader::getFloat(char const* name) const
+{
+    PluginField const* f = find(name);
+    switch (f->type)
+    {
+    case PluginFieldType::kFLOAT32: return *static_cast<float const*>(f->data);
+    case PluginFieldType::kFLOAT64: return static_cast<float>(*static_cast<double const*>(f->data));
+    default: break;
+    }
+    throw PluginError(std::string("attribute ") + name + " must be a float (kFLOAT32)");
+}
+
+} // namespace trt
+} // namespace srdeploy

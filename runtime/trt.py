@@ -1,0 +1,463 @@
+"""TensorRT backend, engine sidecars and the srdeploy plugin library.
+
+    backend = TrtBackend("nlsn_x2.engine")          # checks the sidecar, loads the plugins, then the engine
+    y = backend(x)                                    # x: float32 [1, 3, H, W] in [0, 1] -> [1, 3, sH, sW]
+    tile, pad = backend.tile_for(0, 32)               # the largest --tile the engine's profile takes
+
+Every engine ``X.engine`` written by ``python -m runtime.build`` has a JSON sidecar ``X.engine.json``
+(:class:`EngineSidecar`): the TensorRT version, GPU name and compute capability it was built with, the
+sha256 of the plugin library and of the ONNX file, the shape profile, the precision, the srdeploy
+metadata of the ONNX file (model, scale, size rules) and the command that rebuilds it. A TensorRT
+engine runs only with the TensorRT version and the GPU it was built for, and only with the plugin
+code it was built with; :func:`verify_sidecar` refuses any other combination before TensorRT is
+asked to deserialise anything, with a message that names what differs and how to rebuild.
+
+Everything here except :class:`TrtBackend` and :func:`machine_info` works without TensorRT (tests).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shlex
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "PLUGIN_LIB_ENV", "PLUGIN_LIB_NAME", "PLUGIN_NAMESPACE", "PLUGIN_VERSION", "SIDECAR_FORMAT",
+    "EngineMismatch", "SidecarError", "PluginLibraryNotFound", "TensorRTUnavailable",
+    "MachineInfo", "EngineSidecar", "sidecar_path", "write_sidecar", "read_sidecar", "verify_sidecar",
+    "sha256_file", "find_plugin_library", "default_plugin_library", "load_plugin_library", "machine_info",
+    "import_tensorrt", "unavailable_reason", "tile_for_profile", "fit_to_profile", "atomic_write_bytes", "TrtBackend",
+]
+
+#: ONNX domain of the custom nodes = TensorRT plugin namespace; plugin version (DESIGN.md section 3)
+PLUGIN_NAMESPACE = "srdeploy"
+PLUGIN_VERSION = "1"
+PLUGIN_LIB_NAME = "libsrdeploy_trt_plugins.so"
+#: a plugin library to use instead of plugins/build/libsrdeploy_trt_plugins.so
+PLUGIN_LIB_ENV = "SRDEPLOY_TRT_PLUGINS"
+SIDECAR_FORMAT = 1
+SIDECAR_SUFFIX = ".json"
+
+_REPO = Path(__file__).resolve().parents[1]
+
+
+class TensorRTUnavailable(RuntimeError):
+    """The tensorrt Python package (or a CUDA GPU) is missing."""
+
+
+class PluginLibraryNotFound(FileNotFoundError):
+    """No srdeploy TensorRT plugin library where one was looked for."""
+
+
+class SidecarError(ValueError):
+    """An engine's sidecar is missing or unreadable."""
+
+
+class EngineMismatch(RuntimeError):
+    """An engine was built for another machine, TensorRT version or plugin library."""
+
+
+# ----------------------------------------------------------------------------------- files
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ------------------------------------------------------------------------- plugin library
+
+def default_plugin_library() -> Path:
+    """Where ``python -m plugins.build --tensorrt-root DIR`` puts the library."""
+    return _REPO / "plugins" / "build" / PLUGIN_LIB_NAME
+
+
+def find_plugin_library(explicit: str | Path | None = None, *, required: bool = True) -> Path | None:
+    """The plugin library to use: ``explicit``, else ``$SRDEPLOY_TRT_PLUGINS``, else the default build
+    folder. Raises PluginLibraryNotFound (or returns None when not ``required``) if the chosen file is
+    missing; an explicit path or the variable is never silently replaced by the default."""
+    if explicit:
+        where, path = "given", Path(explicit)
+    elif os.environ.get(PLUGIN_LIB_ENV):
+        where, path = f"${PLUGIN_LIB_ENV}", Path(os.environ[PLUGIN_LIB_ENV])
+    else:
+        where, path = "default", default_plugin_library()
+    if path.is_file():
+        return path.resolve()
+    if not required:
+        return None
+    raise PluginLibraryNotFound(
+        f"srdeploy TensorRT plugin library not found ({where}: {path}); build it with "
+        f"`python -m plugins.build --tensorrt-root <TensorRT install>` or point {PLUGIN_LIB_ENV} at a built "
+        f"{PLUGIN_LIB_NAME}")
+
+
+# ----------------------------------------------------------------------------- machine info
+
+@dataclass(frozen=True)
+class MachineInfo:
+    """What an engine is tied to: the TensorRT version and the GPU."""
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str  # "9.0"
+
+    @property
+    def sm(self) -> str:
+        return "sm_" + self.compute_capability.replace(".", "")
+
+    def describe(self) -> str:
+        return f"{self.gpu_name} ({self.sm}) with TensorRT {self.tensorrt_version}"
+
+
+def import_tensorrt():
+    try:
+        import tensorrt  # noqa: PLC0415
+    except ImportError as e:
+        raise TensorRTUnavailable(
+            f"the tensorrt Python package is not installed ({e}); install TensorRT (pip install tensorrt, "
+            f"needs an NVIDIA GPU and driver) or use --backend torch / ort") from None
+    return tensorrt
+
+
+def unavailable_reason() -> str | None:
+    """Why TensorRT engines cannot run here (None if they can): for skips and benchmark rows."""
+    try:
+        machine_info()
+    except TensorRTUnavailable as e:
+        return str(e)
+    return None
+
+
+def machine_info(device: int = 0) -> MachineInfo:
+    """TensorRT version from tensorrt, GPU from torch.cuda. Raises TensorRTUnavailable."""
+    trt = import_tensorrt()
+    import torch  # noqa: PLC0415
+    if not torch.cuda.is_available():
+        raise TensorRTUnavailable("TensorRT needs a CUDA GPU, and torch sees none "
+                                  "(a CUDA build of torch is needed to run engines)")
+    major, minor = torch.cuda.get_device_capability(device)
+    return MachineInfo(str(trt.__version__), torch.cuda.get_device_name(device), f"{major}.{minor}")
+
+
+# ---------------------------------------------------------------------------------- sidecar
+
+@dataclass
+class EngineSidecar:
+    """The JSON written next to every engine (``<engine>.json``)."""
+    engine: str                                  # file name of the engine
+    engine_sha256: str
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+    onnx: str                                    # path of the ONNX file, as given to runtime.build
+    onnx_sha256: str
+    shapes: dict[str, dict[str, list[int]]]      # input -> {"min": [...], "opt": [...], "max": [...]}
+    precision: str                               # "fp32" / "fp16" (chosen at export, DESIGN.md section 4)
+    plugin_library: str | None = None            # path used at build time (None: no custom ops)
+    plugin_sha256: str | None = None
+    custom_ops: list[str] = field(default_factory=list)
+    model: dict[str, Any] = field(default_factory=dict)   # srdeploy metadata of the ONNX file
+    build_options: dict[str, Any] = field(default_factory=dict)
+    rebuild_command: str = ""
+    created: str = ""
+    format: int = SIDECAR_FORMAT
+
+    @property
+    def machine(self) -> MachineInfo:
+        return MachineInfo(self.tensorrt_version, self.gpu_name, self.compute_capability)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EngineSidecar":
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = [f.name for f in dataclasses.fields(cls)
+                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                   and f.name not in data]
+        if missing:
+            raise SidecarError(f"sidecar lacks {', '.join(missing)}")
+        if data.get("format", SIDECAR_FORMAT) != SIDECAR_FORMAT:
+            raise SidecarError(f"sidecar format {data.get('format')} is not {SIDECAR_FORMAT}")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def sidecar_path(engine: str | Path) -> Path:
+    engine = Path(engine)
+    return engine.with_name(engine.name + SIDECAR_SUFFIX)
+
+
+def write_sidecar(sidecar: EngineSidecar, engine: str | Path) -> Path:
+    """Write ``<engine>.json`` atomically; returns its path."""
+    path = sidecar_path(engine)
+    if not sidecar.created:
+        sidecar.created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    atomic_write_bytes(path, sidecar.to_json().encode())
+    return path
+
+
+def read_sidecar(engine: str | Path) -> EngineSidecar:
+    path = sidecar_path(engine)
+    if not path.is_file():
+        raise SidecarError(f"{path} not found: engine {engine} has no sidecar, so whether it fits this machine "
+                           f"and plugin library cannot be checked; rebuild it with python -m runtime.build")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SidecarError(f"{path}: unreadable sidecar ({e}); rebuild the engine with python -m runtime.build") from None
+    if not isinstance(data, dict):
+        raise SidecarError(f"{path}: not a sidecar (a JSON object is expected)")
+    try:
+        return EngineSidecar.from_dict(data)
+    except (SidecarError, TypeError) as e:
+        raise SidecarError(f"{path}: {e}; rebuild the engine with python -m runtime.build") from None
+
+
+def _rebuild_hint(sidecar: EngineSidecar, engine: str | Path | None) -> str:
+    if sidecar.rebuild_command:
+        command = sidecar.rebuild_command
+        if "--force" not in command:
+            command += " --force"
+    else:
+        command = (f"python -m runtime.build --onnx {shlex.quote(sidecar.onnx)} "
+                   f"--saveEngine {shlex.quote(str(engine or sidecar.engine))} --force")
+    return f"rebuild with {command}"
+
+
+def verify_sidecar(sidecar: EngineSidecar, machine: MachineInfo, plugin_lib: str | Path | None, *,
+                   engine: str | Path | None = None, check_engine_hash: bool = True) -> None:
+    """Raise EngineMismatch unless the engine fits ``machine`` and ``plugin_lib`` (the library that would
+    be loaded; None: none found). Every difference is named; the message ends with the rebuild command."""
+    problems: list[str] = []
+    built, here = sidecar.machine, machine
+    if (built.tensorrt_version, built.compute_capability, built.gpu_name) != \
+            (here.tensorrt_version, here.compute_capability, here.gpu_name):
+        what = []
+        if built.tensorrt_version != here.tensorrt_version:
+            what.append("TensorRT version")
+        if built.compute_capability != here.compute_capability:
+            what.append("compute capability")
+        elif built.gpu_name != here.gpu_name:
+            what.append("GPU model")
+        problems.append(f"built for {built.describe()}, this machine has {here.describe()} "
+                        f"(different {' and '.join(what)})")
+    if sidecar.plugin_sha256:
+        if plugin_lib is None:
+            problems.append(f"it needs the srdeploy plugin library ({', '.join(sidecar.custom_ops) or 'custom ops'}) "
+                            f"and none was found (build it with python -m plugins.build --tensorrt-root DIR, or "
+                            f"set {PLUGIN_LIB_ENV})")
+        else:
+            digest = sha256_file(plugin_lib)
+            if digest != sidecar.plugin_sha256:
+                problems.append(f"plugin library {plugin_lib} (sha256 {digest[:12]}…) is not the one it was built "
+                                f"with ({sidecar.plugin_library}, sha256 {sidecar.plugin_sha256[:12]}…)")
+    if engine is not None and check_engine_hash:
+        path = Path(engine)
+        if path.is_file() and sidecar.engine_sha256 and sha256_file(path) != sidecar.engine_sha256:
+            problems.append(f"{path} is not the engine this sidecar describes (sha256 differs)")
+    if problems:
+        name = engine or sidecar.engine
+        raise EngineMismatch(f"engine {name} cannot run here: {'; '.join(problems)}: {_rebuild_hint(sidecar, engine)}")
+
+
+# --------------------------------------------------------------------------------- profiles
+
+def _round_down(x: int, m: int) -> int:
+    return x // m * m
+
+
+def tile_for_profile(max_hw: tuple[int, int], tile: int, tile_pad: int, multiple: int = 1) -> tuple[int, int]:
+    """The ``(tile, tile_pad)`` to use with an engine whose profile allows inputs up to ``max_hw``.
+
+    A tile sent to the network is its core (≤ tile) plus ``tile_pad`` context on each side, grown to a
+    multiple of ``multiple``: it must fit ``max_hw``. ``tile`` 0 (whole image) or too large becomes the
+    largest that fits; ``tile_pad`` shrinks (to at most a quarter of the side) only if nothing fits."""
+    side = min(max_hw)
+    pad = tile_pad
+    if side - 2 * pad < max(multiple, 8):
+        pad = max(0, min(pad, side // 4))
+    largest = _round_down(side - 2 * pad, multiple)
+    if largest <= 0:
+        raise ValueError(f"the engine's largest input {max_hw[0]}x{max_hw[1]} leaves no room for tiles")
+    return (largest if tile <= 0 or tile > largest else tile), pad
+
+
+def fit_to_profile(hw: tuple[int, int], min_hw: tuple[int, int], max_hw: tuple[int, int], where: str = "engine") -> tuple[int, int]:
+    """(h, w) grown to at least the profile's minimum; ValueError beyond its maximum."""
+    h, w = hw
+    if h > max_hw[0] or w > max_hw[1]:
+        raise ValueError(f"{where} takes inputs up to {max_hw[0]}x{max_hw[1]}, got {h}x{w}: use --tile (runtime.infer "
+                         f"sizes tiles to the engine's profile) or rebuild with larger --maxShapes")
+    return max(h, min_hw[0]), max(w, min_hw[1])
+
+
+# ------------------------------------------------------------------------------ TensorRT side
+
+_loaded_libraries: dict[str, Any] = {}
+
+
+def load_plugin_library(path: str | Path, trt=None) -> None:
+    """Register the plugin library's creators with TensorRT's global registry (once per process:
+    IPluginRegistry::loadLibrary refuses creators that are already registered)."""
+    trt = trt or import_tensorrt()
+    key = str(Path(path).resolve())
+    if key in _loaded_libraries:
+        return
+    registry = trt.get_plugin_registry()
+    handle = registry.load_library(key)
+    if not handle:
+        raise RuntimeError(f"TensorRT could not load the plugin library {key} (see the TensorRT log above)")
+    _loaded_libraries[key] = handle
+
+
+class _TrtLogger:
+    """A TensorRT logger forwarding warnings and errors to Python logging."""
+
+    @staticmethod
+    def make(trt, verbose: bool = False):
+        import logging  # noqa: PLC0415
+        log = logging.getLogger("srdeploy.tensorrt")
+
+        class Logger(trt.ILogger):
+            def __init__(self):
+                trt.ILogger.__init__(self)
+
+            def log(self, severity, msg):  # noqa: A003
+                if severity <= trt.ILogger.Severity.ERROR:
+                    log.error(msg)
+                elif severity == trt.ILogger.Severity.WARNING:
+                    log.warning(msg)
+                elif verbose:
+                    log.info(msg)
+
+        return Logger()
+
+
+class TrtBackend:
+    """A TensorRT engine built by ``python -m runtime.build``, as a runtime backend.
+
+    ``TrtBackend(engine, device="cuda", plugin_library=None)``: reads and checks the sidecar
+    (:func:`verify_sidecar`), loads the plugin library when the engine has custom ops, deserialises
+    the engine. ``valid_size(h, w)`` applies the model's size rules and the profile's minimum;
+    ``tile_for(tile, tile_pad)`` sizes tiles to the profile's maximum; ``backend(x)`` runs one tile.
+    """
+
+    name_prefix = "trt"
+
+    def __init__(self, engine: str | Path, device: str = "cuda", *, plugin_library: str | Path | None = None,
+                 machine: MachineInfo | None = None):
+        import torch  # noqa: PLC0415
+        self.path = Path(engine)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"engine {self.path} not found; build one with python -m runtime.build")
+        self.sidecar = read_sidecar(self.path)
+        trt = import_tensorrt()
+        machine = machine or machine_info(torch.device(device).index or 0)
+        plugin = find_plugin_library(plugin_library, required=False) if self.sidecar.plugin_sha256 else None
+        verify_sidecar(self.sidecar, machine, plugin, engine=self.path)
+        if plugin is not None:
+            load_plugin_library(plugin, trt)
+        self.device = torch.device(device if device.startswith("cuda") else "cuda")
+        self._trt = trt
+        self._logger = _TrtLogger.make(trt)
+        self.runtime = trt.Runtime(self._logger)
+        self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if self.engine is None:
+            raise RuntimeError(f"TensorRT could not deserialise {self.path} (see the log above); "
+                               f"{_rebuild_hint(self.sidecar, self.path)}")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError(f"{self.path}: an srdeploy engine has one input and one output, got {inputs} -> {outputs}")
+        self._input, self._output = inputs[0], outputs[0]
+        lo, _, hi = self.engine.get_tensor_profile_shape(self._input, 0)
+        self.min_hw = (int(lo[2]), int(lo[3]))
+        self.max_hw = (int(hi[2]), int(hi[3]))
+        meta = self.sidecar.model
+        self.name = str(meta.get("model", "?"))
+        self.scale = int(meta["scale"])
+        self.rgb_range = float(meta.get("rgb_range", 1.0))
+        self.size_multiple = int(meta.get("size_multiple", 1))
+        self.min_pixels = int(meta.get("min_pixels", 1))
+        self.precision = self.sidecar.precision
+        self._dtypes = {n: self._torch_dtype(self.engine.get_tensor_dtype(n)) for n in (self._input, self._output)}
+
+    def __repr__(self) -> str:
+        return (f"TrtBackend({str(self.path)!r}, {self.name} x{self.scale}, {self.precision}, "
+                f"inputs {self.min_hw[0]}x{self.min_hw[1]}..{self.max_hw[0]}x{self.max_hw[1]})")
+
+    def _torch_dtype(self, dtype):
+        import torch  # noqa: PLC0415
+        trt = self._trt
+        table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32}
+        if dtype not in table:
+            raise ValueError(f"{self.path}: unsupported I/O type {dtype}")
+        return table[dtype]
+
+    def valid_size(self, h: int, w: int) -> tuple[int, int]:
+        m = self.size_multiple
+        h, w = -(-h // m) * m, -(-w // m) * m
+        while h * w < self.min_pixels:
+            if h <= w:
+                h += m
+            else:
+                w += m
+        return fit_to_profile((h, w), self.min_hw, self.max_hw, where=str(self.path))
+
+    def tile_for(self, tile: int, tile_pad: int) -> tuple[int, int]:
+        return tile_for_profile(self.max_hw, tile, tile_pad, self.size_multiple)
+
+    def __call__(self, x):
+        import torch  # noqa: PLC0415
+        if x.dim() != 4:
+            raise ValueError(f"TrtBackend expects [N, 3, H, W], got shape {tuple(x.shape)}")
+        feed = (x.to(self.device, torch.float32) * self.rgb_range).to(self._dtypes[self._input]).contiguous()
+        if not self.context.set_input_shape(self._input, tuple(feed.shape)):
+            raise ValueError(f"{self.path}: input shape {tuple(feed.shape)} is outside the engine's profile "
+                             f"{self.min_hw}..{self.max_hw}")
+        out_shape = tuple(self.context.get_tensor_shape(self._output))
+        out = torch.empty(out_shape, dtype=self._dtypes[self._output], device=self.device)
+        self.context.set_tensor_address(self._input, feed.data_ptr())
+        self.context.set_tensor_address(self._output, out.data_ptr())
+        # On torch's current stream: ordered with the copies around it, memory stays valid.
+        if not self.context.execute_async_v3(torch.cuda.current_stream(self.device).cuda_stream):
+            raise RuntimeError(f"{self.path}: TensorRT execution failed (see the log above)")
+        return (out.float() / self.rgb_range).cpu()
+
+    # -- the runtime.backends interface
+    @classmethod
+    def open(cls, weights, *, model=None, scale=None, device="cuda"):
+        """``weights`` is the engine here (runtime.infer --engine)."""
+        from .backends import BackendError, check_match  # noqa: PLC0415
+        try:
+            backend = cls(weights, device=device if str(device).startswith("cuda") else "cuda")
+        except (FileNotFoundError, SidecarError, EngineMismatch, TensorRTUnavailable, PluginLibraryNotFound) as e:
+            raise BackendError(str(e)) from None
+        check_match(backend.name, backend.scale, model, scale, weights)
+        return backend

@@ -1,0 +1,229 @@
+"""python -m runtime.build without TensorRT: flags -> build plan (shapes, pools, plugins, --force),
+refusals, the rebuild command, the ONNX copy handed to TensorRT's parser, --dry-run and --help."""
+import json
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from runtime import build as rb
+from runtime import trt as rtrt
+
+META = {"model": "csnln", "scale": 2, "rgb_range": 255, "size_multiple": 2, "min_pixels": 16, "precision": "fp32"}
+
+
+def make_onnx(path, *, custom=False, static=False, meta=META, elem=TensorProto.FLOAT):
+    dims = [1, 3, 32, 32] if static else ["batch", 3, "height", "width"]
+    inp = helper.make_tensor_value_info("input", elem, dims)
+    out = helper.make_tensor_value_info("output", elem, None)
+    nodes = [helper.make_node("Relu", ["input"], ["r"], name="relu")]
+    if custom:
+        nodes.append(helper.make_node("CrossScaleFold", ["r", "r"], ["output"], domain="srdeploy", stride=2,
+                                      padding=1, name="fold"))
+    else:
+        nodes.append(helper.make_node("Identity", ["r"], ["output"]))
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("srdeploy", 1)] if custom else [])
+    model = helper.make_model(helper.make_graph(nodes, "g", [inp], [out]), opset_imports=opsets)
+    if meta:
+        model.metadata_props.append(onnx.StringStringEntryProto(key="srdeploy", value=json.dumps(meta)))
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture
+def plain(tmp_path):
+    return make_onnx(tmp_path / "m.onnx")
+
+
+@pytest.fixture
+def custom(tmp_path):
+    return make_onnx(tmp_path / "c.onnx", custom=True)
+
+
+def plan(*argv):
+    return rb.plan_from_args(rb.build_parser().parse_args(list(argv)))
+
+
+SHAPES = ["--minShapes", "input:1x3x16x16", "--optShapes", "input:1x3x64x64", "--maxShapes", "input:1x3x128x128"]
+
+
+# ------------------------------------------------------------------------------- parsing
+
+def test_parse_shapes_trtexec_syntax():
+    assert rb.parse_shapes("input:1x3x64x64") == {"input": (1, 3, 64, 64)}
+    assert rb.parse_shapes("a:1x2,b:3") == {"a": (1, 2), "b": (3,)}
+    assert rb.parse_shapes("'in:0':1x3") == {"in:0": (1, 3)}  # quoted names may hold ':'
+
+
+@pytest.mark.parametrize("text,match", [
+    ("input", "expected name:DxDx"),
+    ("input:1x3x", "positive whole numbers"),
+    ("input:1x0x4", "> 0"),
+    ("input:1x-3", "positive whole numbers"),
+    (":1x3", "name is empty"),
+    ("a:1,a:2", "given twice"),
+    ("", "no shapes"),
+])
+def test_parse_shapes_rejects(text, match):
+    with pytest.raises(rb.UsageError, match=match):
+        rb.parse_shapes(text)
+
+
+def test_parse_mem_pool():
+    assert rb.parse_mem_pool("workspace:1024") == {"workspace": 1024 << 20}
+    assert rb.parse_mem_pool("workspace:2G,tacticSharedMem:48K") == {"workspace": 2 << 30, "tacticSharedMem": 48 << 10}
+    assert rb.parse_mem_pool("workspace:1.5M") == {"workspace": 3 << 19}
+    with pytest.raises(rb.UsageError, match="unknown pool"):
+        rb.parse_mem_pool("vram:10")
+    with pytest.raises(rb.UsageError, match="pool:size"):
+        rb.parse_mem_pool("workspace:lots")
+
+
+# ---------------------------------------------------------------------------------- plan
+
+def test_plan_from_flags(plain, tmp_path):
+    p = plan("--onnx", str(plain), "--saveEngine", str(tmp_path / "m.engine"), *SHAPES, "--timingCacheFile",
+             str(tmp_path / "tc"), "--builderOptimizationLevel", "5", "--memPoolSize", "workspace:512", "--verbose")
+    assert p.profile == {"input": {"min": [1, 3, 16, 16], "opt": [1, 3, 64, 64], "max": [1, 3, 128, 128]}}
+    assert p.precision == "fp32" and p.model == META and p.custom_ops == [] and p.plugin_library is None
+    assert p.mem_pool == {"workspace": 512 << 20} and p.builder_optimization_level == 5 and p.verbose
+    assert p.onnx_sha256 == rtrt.sha256_file(plain)
+    # The rebuild command parses back into the same plan.
+    argv = p.command().split()[3:]
+    assert plan(*argv).to_dict() == {**p.to_dict(), "verbose": False}
+
+
+def test_opt_alone_fixes_the_profile(plain, tmp_path):
+    p = plan("--onnx", str(plain), "--saveEngine", str(tmp_path / "e"), "--optShapes", "input:1x3x64x64")
+    assert p.profile["input"] == {"min": [1, 3, 64, 64], "opt": [1, 3, 64, 64], "max": [1, 3, 64, 64]}
+
+
+def test_static_inputs_need_no_shapes(tmp_path):
+    static = make_onnx(tmp_path / "s.onnx", static=True)
+    assert plan("--onnx", str(static), "--saveEngine", str(tmp_path / "e")).profile == {}
+
+
+def test_fp16_precision_from_the_file(tmp_path):
+    f = make_onnx(tmp_path / "h.onnx", meta=None, elem=TensorProto.FLOAT16)
+    assert plan("--onnx", str(f), "--saveEngine", str(tmp_path / "e"), "--optShapes", "input:1x3x8x8").precision == "fp16"
+
+
+@pytest.mark.parametrize("flags,match", [
+    ([], "dynamic shape .* give --minShapes/--optShapes/--maxShapes input:"),
+    (["--minShapes", "input:1x3x16x16"], "need --optShapes"),
+    (["--optShapes", "image:1x3x64x64"], "has no input 'image'; inputs: input"),
+    (["--optShapes", "input:1x3x64"], "rank 3, the input has rank 4"),
+    (["--optShapes", "input:1x4x64x64"], "axis 1 is fixed to 3"),
+    (["--minShapes", "input:1x3x96x96", "--optShapes", "input:1x3x64x64"], "min <= opt <= max"),
+    (["--optShapes", "input:1x3x64x64", "--maxShapes", "input:1x3x32x128"], "min <= opt <= max"),
+    (["--optShapes", "input:1x3x63x64"], "multiples of 2"),
+    (["--optShapes", "input:1x3x2x4"], "H·W >= 16"),
+    (["--optShapes", "input:1x3x64x64", "--builderOptimizationLevel", "9"], "0..5"),
+    (["--optShapes", "input:1x3x64x64", "--dynamicPlugins", "/nowhere/lib.so"], "no such file"),
+])
+def test_plan_refusals(plain, tmp_path, flags, match):
+    with pytest.raises(rb.UsageError, match=match):
+        plan("--onnx", str(plain), "--saveEngine", str(tmp_path / "e"), *flags)
+
+
+def test_missing_onnx_and_not_onnx(tmp_path):
+    with pytest.raises(rb.UsageError, match="no such file; export one"):
+        plan("--onnx", str(tmp_path / "none.onnx"), "--saveEngine", str(tmp_path / "e"))
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00garbage\xff" * 10)
+    with pytest.raises(rb.UsageError, match="not a readable ONNX file"):
+        plan("--onnx", str(bad), "--saveEngine", str(tmp_path / "e"))
+
+
+def test_existing_engine_needs_force(plain, tmp_path):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"old")
+    with pytest.raises(rb.UsageError, match="exists; pass --force"):
+        plan("--onnx", str(plain), "--saveEngine", str(engine), *SHAPES)
+    assert plan("--onnx", str(plain), "--saveEngine", str(engine), *SHAPES, "--force").force
+    assert engine.read_bytes() == b"old"  # planning never writes
+    with pytest.raises(rb.UsageError, match="overwrite the ONNX"):
+        plan("--onnx", str(plain), "--saveEngine", str(plain), *SHAPES, "--force")
+
+
+# ------------------------------------------------------------------------------- plugins
+
+def test_custom_ops_find_the_plugin_library(custom, tmp_path, monkeypatch):
+    lib = tmp_path / rtrt.PLUGIN_LIB_NAME
+    lib.write_bytes(b"\x7fELF fake")
+    monkeypatch.setenv(rtrt.PLUGIN_LIB_ENV, str(lib))
+    p = plan("--onnx", str(custom), "--saveEngine", str(tmp_path / "e"), *SHAPES)
+    assert p.custom_ops == ["srdeploy::CrossScaleFold"] and p.plugin_library == lib.resolve()
+    assert "--dynamicPlugins" in p.command()
+    machine = rtrt.MachineInfo("11.1.0", "NVIDIA H100", "9.0")
+    side = rb.sidecar_for(p, machine, "ab" * 32)
+    assert side.plugin_sha256 == rtrt.sha256_file(lib) and side.custom_ops == ["srdeploy::CrossScaleFold"]
+    assert side.shapes == p.profile and side.model == META and side.rebuild_command == p.command()
+
+
+def test_custom_ops_without_plugin_library(custom, tmp_path, monkeypatch):
+    monkeypatch.setenv(rtrt.PLUGIN_LIB_ENV, str(tmp_path / "missing.so"))
+    with pytest.raises(rb.UsageError, match="CrossScaleFold: srdeploy TensorRT plugin library not found .*"
+                                            "python -m plugins.build --tensorrt-root.*--ops onnx"):
+        plan("--onnx", str(custom), "--saveEngine", str(tmp_path / "e"), *SHAPES)
+
+
+def test_onnx_copy_for_the_tensorrt_parser(custom):
+    model = onnx.load(str(custom))
+    assert rb.prepare_onnx_for_tensorrt(model) == 1
+    fold = next(n for n in model.graph.node if n.op_type == "CrossScaleFold")
+    attrs = {a.name: helper.get_attribute_value(a) for a in fold.attribute}
+    assert attrs == {"stride": 2, "padding": 1, "plugin_namespace": b"srdeploy", "plugin_version": b"1"}
+    relu = next(n for n in model.graph.node if n.op_type == "Relu")
+    assert not relu.attribute
+    assert rb.prepare_onnx_for_tensorrt(model) == 1  # idempotent: attributes not duplicated
+    assert len(fold.attribute) == 4
+    assert len(onnx.load(str(custom)).graph.node[1].attribute) == 2  # the file is untouched
+    data = rb.onnx_bytes_for_tensorrt(custom)
+    assert b"plugin_namespace" in data
+
+
+# ----------------------------------------------------------------------------------- CLI
+
+def test_dry_run_prints_the_plan(plain, tmp_path, capsys):
+    assert rb.main(["--onnx", str(plain), "--saveEngine", str(tmp_path / "e"), *SHAPES, "--dry-run"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["profile"]["input"]["max"] == [1, 3, 128, 128] and out["command"].startswith("python -m runtime.build")
+    assert not (tmp_path / "e").exists()
+
+
+def test_cli_errors_are_one_line(plain, tmp_path, capsys):
+    assert rb.main(["--onnx", str(plain), "--saveEngine", str(tmp_path / "e")]) == rb.EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("python -m runtime.build: error: input 'input' has dynamic shape")
+
+
+def test_cli_without_tensorrt(plain, tmp_path, capsys):
+    pytest.importorskip("polygraphy")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("tensorrt is installed: this checks the message given without it")
+    except ImportError:
+        pass
+    assert rb.main(["--onnx", str(plain), "--saveEngine", str(tmp_path / "e"), *SHAPES]) == rb.EXIT_USAGE
+    assert "tensorrt Python package is not installed" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists() and not rtrt.sidecar_path(tmp_path / "e").exists()
+
+
+def test_help_lists_the_trtexec_flags(capsys):
+    with pytest.raises(SystemExit):
+        rb.main(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--onnx", "--saveEngine", "--dynamicPlugins", "--minShapes", "--optShapes", "--maxShapes",
+                 "--timingCacheFile", "--builderOptimizationLevel", "--memPoolSize", "--verbose", "--force"):
+        assert flag in text
+
+
+def test_build_function_checks_like_the_cli(plain, tmp_path):
+    with pytest.raises(rb.UsageError, match="dynamic shape"):
+        rb.build(plain, tmp_path / "e")
+    if rtrt.unavailable_reason() is None:
+        pytest.skip("TensorRT and a GPU are present: building is tested elsewhere")
+    with pytest.raises(rtrt.TensorRTUnavailable):
+        rb.build(plain, tmp_path / "e", opt_shapes="input:1x3x64x64")
+    assert not (tmp_path / "e").exists()
