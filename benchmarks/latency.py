@@ -1,0 +1,301 @@
+"""Latency of PyTorch eager against onnxruntime (both export modes), side by side in one run.
+
+    python -m benchmarks.latency                                  # CPU, small configs
+    python -m benchmarks.latency --models nlsn --scales 4 --sizes 48x48 --config released --device cuda
+
+Per model × scale × LR size and backend: ``--warmup`` runs, then ``--repeat`` timed runs; median and
+p90 latency, images/s (batch / median) and peak memory. Peak memory: on CPU the peak resident set
+size above the level before the backend was set up (sampled every millisecond by a thread; freed
+heap is handed back to the OS between cases; onnxruntime's figure includes its copy of the weights,
+torch's weights were resident before);
+on CUDA ``torch.cuda.max_memory_allocated`` for torch (onnxruntime's CUDA arena is not visible to
+it, so CUDA rows of onnxruntime say n/a). Threads: ``--threads`` for torch and onnxruntime alike.
+The slowest onnxruntime case is run again with onnxruntime's profiler; its per-op totals say what
+dominates. Writes latency.json, latency.md and latency.png to --out-dir.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from benchmarks import common
+from runtime import ort as rt
+
+BACKENDS = ("torch", "ort-onnx", "ort-plugin")
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _rss() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except OSError:  # not Linux: ru_maxrss is a lifetime peak, good enough as a fallback
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _release_freed_memory() -> None:
+    """Hand freed heap back to the OS (glibc malloc_trim), so that the next case's peak is its own
+    and not hidden by memory an earlier case freed but the process kept."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class PeakRSS:
+    """Peak resident memory above the level at start, sampled by a background thread."""
+
+    def __init__(self, interval: float = 0.001):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+
+    def __enter__(self):
+        self.base = self.peak = _rss()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss())
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss())
+
+    @property
+    def mib(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def measure(fn: Callable[[], Any], warmup: int, repeat: int, sync: Callable[[], None] = lambda: None) -> dict[str, float]:
+    times = []
+    for _ in range(warmup):
+        fn()
+    sync()
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    times_ms = sorted(t * 1000 for t in times)
+    return {"median_ms": statistics.median(times_ms),
+            "p90_ms": float(np.percentile(times_ms, 90, method="higher")), "min_ms": times_ms[0]}
+
+
+def torch_case(model, x: torch.Tensor, device: str):
+    model = model.to(device)
+    x = x.to(device)
+
+    def run():
+        with torch.no_grad():
+            return model(x)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    return run, sync
+
+
+def ort_case(path: Path, x: torch.Tensor, device: str, threads: int, profile: str | None = None):
+    session = rt.make_session(path, device, threads=threads, profile=profile)
+    feed = {session.get_inputs()[0].name: x.numpy()}
+    return (lambda: session.run(None, feed)), session
+
+
+def op_profile(trace_file: str, top: int = 8) -> list[dict[str, Any]]:
+    """Total time per op type from an onnxruntime profile (kernel events of the timed runs)."""
+    with open(trace_file) as f:
+        events = json.load(f)
+    per_op: dict[str, float] = defaultdict(float)
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            per_op[e.get("args", {}).get("op_name", "?")] += e.get("dur", 0)
+    total = sum(per_op.values()) or 1
+    ranked = sorted(per_op.items(), key=lambda kv: -kv[1])[:top]
+    return [{"op": op, "ms_per_run": None, "total_us": us, "share": us / total} for op, us in ranked]
+
+
+def run(args) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    torch.set_num_threads(args.threads)
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="srdeploy-latency-"))
+    work.mkdir(parents=True, exist_ok=True)
+    ort_device = "cuda" if args.device.startswith("cuda") else "cpu"
+    rows, exports = [], []
+    for name in args.models:
+        for scale in args.scales:
+            model = common.build_model(name, scale, args.config, args.options, args.weights)
+            files = {}
+            for mode in args.modes:
+                path, info = common.export_dynamic(model, mode, "fp32", work, args.weights)
+                exports.append({"model": name, "scale": scale, "mode": mode, **info})
+                files[mode] = path
+            for h, w in args.sizes:
+                h, w = model.valid_size(h, w)
+                x = torch.rand(args.batch, 3, h, w, generator=torch.Generator().manual_seed(0)) * model.rgb_range
+                for backend in ["torch"] + [f"ort-{m}" for m in args.modes]:
+                    row = {"model": name, "scale": scale, "size": f"{h}x{w}", "batch": args.batch,
+                           "backend": backend, "device": args.device}
+                    mode = backend[4:]
+                    if mode == "plugin" and not rt.custom_ops_available():
+                        row["status"] = "not available (custom ops need onnxruntime-extensions)"
+                        rows.append(row)
+                        continue
+                    try:
+                        _release_freed_memory()
+                        with PeakRSS() as mem:  # from before the backend is set up to its last run
+                            if backend == "torch":
+                                if args.device.startswith("cuda"):
+                                    torch.cuda.reset_peak_memory_stats()
+                                fn, sync = torch_case(model, x, args.device)
+                            else:
+                                fn, session = ort_case(files[mode], x, ort_device, args.threads)
+                                sync = lambda: None  # noqa: E731  (session.run returns host arrays)
+                            row.update(measure(fn, args.warmup, args.repeat, sync))
+                        if args.device.startswith("cuda"):
+                            row["peak_mib"] = (torch.cuda.max_memory_allocated() / 2**20 if backend == "torch" else None)
+                        else:
+                            row["peak_mib"] = mem.mib
+                        row["images_per_s"] = args.batch / (row["median_ms"] / 1000)
+                        row["status"] = "ok"
+                    except Exception as e:
+                        row["status"] = f"error: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                    finally:
+                        fn = sync = session = None  # drop the session (and its arena) before the next case
+                        model.to("cpu")
+                    rows.append(row)
+                    print(_line(row), flush=True)
+    profile = profile_slowest(rows, work, args) if args.profile else None
+    return rows, {"exports": exports, "work_dir": str(work), "profile": profile}
+
+
+def profile_slowest(rows, work: Path, args) -> dict[str, Any] | None:
+    ort_rows = [r for r in rows if r["backend"].startswith("ort") and r.get("status") == "ok"]
+    if not ort_rows:
+        return None
+    slow = max(ort_rows, key=lambda r: r["median_ms"])
+    path = work / f"{slow['model']}_x{slow['scale']}_{slow['backend'][4:]}_fp32.onnx"
+    h, w = (int(v) for v in slow["size"].split("x"))
+    x = torch.rand(args.batch, 3, h, w) * rt.onnx_metadata(path)["rgb_range"]
+    fn, session = ort_case(path, x, "cuda" if args.device.startswith("cuda") else "cpu", args.threads,
+                           profile=str(work / "ort_profile"))
+    runs = max(3, min(args.repeat, 10))
+    for _ in range(runs):
+        fn()
+    trace = session.end_profiling()
+    ops = op_profile(trace)
+    for op in ops:
+        op["ms_per_run"] = op["total_us"] / 1000 / runs
+    return {"case": {k: slow[k] for k in ("model", "scale", "size", "backend")}, "runs": runs, "trace": trace,
+            "ops": ops}
+
+
+def _line(row: dict[str, Any]) -> str:
+    timing = (f"median {row['median_ms']:.2f} ms  p90 {row['p90_ms']:.2f} ms  {row['images_per_s']:.1f} img/s  "
+              f"peak {row['peak_mib'] if row['peak_mib'] is None else round(row['peak_mib'], 1)} MiB"
+              if row.get("status") == "ok" else row.get("status"))
+    return f"{row['model']} x{row['scale']} {row['size']:>7} {row['backend']:10} {timing}"
+
+
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ok = [r for r in rows if r.get("status") == "ok"]
+    cases = list(dict.fromkeys(f"{r['model']} x{r['scale']}\n{r['size']}" for r in ok))
+    backends = list(dict.fromkeys(r["backend"] for r in ok))
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(cases) * max(1, len(backends)) / 2), 4.5))
+    width = 0.8 / max(1, len(backends))
+    for i, b in enumerate(backends):
+        vals = {f"{r['model']} x{r['scale']}\n{r['size']}": r for r in ok if r["backend"] == b}
+        xs = [k + i * width for k, c in enumerate(cases) if c in vals]
+        med = [vals[c]["median_ms"] for c in cases if c in vals]
+        p90 = [vals[c]["p90_ms"] - vals[c]["median_ms"] for c in cases if c in vals]
+        ax.bar(xs, med, width, yerr=[[0] * len(p90), p90], capsize=2, label=b)
+    ax.set_xticks([k + width * (len(backends) - 1) / 2 for k in range(len(cases))])
+    ax.set_xticklabels(cases, fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("median latency, ms (bar: to p90)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    os.close(fd)
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    common.publish(tmp, path)
+
+
+COLUMNS = [("model", "model"), ("scale", "scale"), ("size", "LR size"), ("batch", "batch"), ("backend", "backend"),
+           ("median_ms", "median ms"), ("p90_ms", "p90 ms"), ("images_per_s", "img/s"), ("peak_mib", "peak MiB"),
+           ("status", "status")]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__.split("\n\n")[2],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_model_arguments(p, default_sizes="32x32,64x64")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (torch on that device, onnxruntime's provider)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads of torch and onnxruntime")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=20)
+    p.add_argument("--no-profile", dest="profile", action="store_false",
+                   help="skip onnxruntime's per-op profile of the slowest case")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from export.onnx import quiet_torch_exporter
+    quiet_torch_exporter()
+    for flag, values, allowed in [("--modes", args.modes, common.MODES), ("--models", args.models, common.MODELS)]:
+        unknown = [v for v in values if v not in allowed]
+        if unknown:
+            print(f"error: {flag}: unknown {', '.join(unknown)}; choose from {', '.join(allowed)}", file=sys.stderr)
+            return 2
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("error: --device cuda but torch sees no CUDA device; use --device cpu", file=sys.stderr)
+        return 2
+    outs = [args.out_dir / f"latency.{ext}" for ext in ("json", "md", "png")]
+    common.check_outputs(outs, args.overwrite)
+    start = time.perf_counter()
+    rows, extra = run(args)
+    env = common.environment()
+    result = {"benchmark": "latency", "argv": sys.argv[1:] if argv is None else list(argv), "environment": env,
+              "config": args.config, "device": args.device, "threads": args.threads, "warmup": args.warmup,
+              "repeat": args.repeat, "seconds": round(time.perf_counter() - start, 1), "rows": rows, **extra}
+    text = common.table(rows, COLUMNS)
+    md = [f"# Latency ({args.config} configs, {args.device}, {args.threads} thread(s), batch {args.batch})", "", text]
+    prof = extra.get("profile")
+    if prof:
+        case = prof["case"]
+        md += ["", f"## What dominates: onnxruntime per-op profile of the slowest case "
+                   f"({case['model']} x{case['scale']} {case['size']} {case['backend']}, {prof['runs']} runs)", "",
+               common.table(prof["ops"], [("op", "op"), ("ms_per_run", "ms / run"), ("share", "share")])]
+    common.write_json(outs[0], result)
+    common.write_atomic(outs[1], "\n".join(md) + "\n")
+    plot(rows, outs[2], f"srdeploy latency, {args.config} configs, {args.device} ({env['cpu']}), "
+                        f"{args.threads} thread(s)")
+    print("\n" + "\n".join(md[2:]))
+    print(f"\nwrote {', '.join(map(str, outs))}")
+    bad = [r for r in rows if r.get("status", "").startswith("error")]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
