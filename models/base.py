@@ -11,6 +11,19 @@ class InputSizeError(ValueError):
     """An input of a size the network cannot take (the runtime pads to ``valid_size`` instead)."""
 
 
+def valid_size(h: int, w: int, size_multiple: int = 1, min_pixels: int = 1) -> tuple[int, int]:
+    """Smallest (H, W) ≥ (h, w) elementwise with H, W multiples of ``size_multiple`` and
+    H·W ≥ ``min_pixels``: the size rule of every network, shared by all backends."""
+    m = size_multiple
+    h, w = -(-h // m) * m, -(-w // m) * m
+    while h * w < min_pixels:  # grow the shorter side, keeping the multiple
+        if h <= w:
+            h += m
+        else:
+            w += m
+    return h, w
+
+
 class SRModel(nn.Module):
     """Base of NLSN, CSNLN and EDSR.
 
@@ -40,12 +53,11 @@ class SRModel(nn.Module):
     def size_error(self, h: int, w: int) -> str | None:
         """Why (h, w) is not a valid input size, or None if it is."""
         m = self.size_multiple
+        vh, vw = self.valid_size(h, w)
         if h % m or w % m:
             return (f"{self.name} x{self.scale} needs H and W divisible by {m}, got {h}x{w}; "
-                    f"pad the input to {self.valid_size(h, w)[0]}x{self.valid_size(h, w)[1]} "
-                    f"(runtime.infer does this for you)")
+                    f"pad the input to {vh}x{vw} (runtime.infer does this for you)")
         if h * w < self.min_pixels():
-            vh, vw = self.valid_size(h, w)
             return (f"{self.name} needs at least {self.min_pixels()} input pixels (H·W), got {h}x{w}; "
                     f"pad the input to {vh}x{vw} (runtime.infer does this for you)")
         return None
@@ -57,14 +69,7 @@ class SRModel(nn.Module):
 
     def valid_size(self, h: int, w: int) -> tuple[int, int]:
         """Smallest (H, W) ≥ (h, w) elementwise that the network accepts."""
-        m = self.size_multiple
-        h, w = -(-h // m) * m, -(-w // m) * m
-        while h * w < self.min_pixels():  # grow the shorter side, keeping the multiple
-            if h <= w:
-                h += m
-            else:
-                w += m
-        return h, w
+        return valid_size(h, w, self.size_multiple, self.min_pixels())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:

@@ -26,7 +26,7 @@ import onnx
 import torch
 
 from models import ops as reference
-from models.base import InputSizeError
+from models.base import InputSizeError, valid_size
 
 CUSTOM_DOMAIN = "srdeploy"
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
@@ -262,14 +262,7 @@ class OrtBackend:
                 raise InputSizeError(f"{self.path} takes {fh}x{fw} inputs only, got {h}x{w}; tile the image "
                                      f"or export with --dynamic")
             return fh, fw
-        m = self.size_multiple
-        h, w = -(-h // m) * m, -(-w // m) * m
-        while h * w < self.min_pixels:  # the model's own rule: grow the shorter side
-            if h <= w:
-                h += m
-            else:
-                w += m
-        return h, w
+        return valid_size(h, w, self.size_multiple, self.min_pixels)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:

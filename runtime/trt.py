@@ -421,13 +421,9 @@ class TrtBackend:
         return table[dtype]
 
     def valid_size(self, h: int, w: int) -> tuple[int, int]:
-        m = self.size_multiple
-        h, w = -(-h // m) * m, -(-w // m) * m
-        while h * w < self.min_pixels:
-            if h <= w:
-                h += m
-            else:
-                w += m
+        from models.base import valid_size  # late: this module imports only the stdlib at import time
+
+        h, w = valid_size(h, w, self.size_multiple, self.min_pixels)
         return fit_to_profile((h, w), self.min_hw, self.max_hw, where=str(self.path))
 
     def tile_for(self, tile: int, tile_pad: int) -> tuple[int, int]:
