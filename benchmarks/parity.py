@@ -13,8 +13,6 @@ installed appear as rows saying so. Writes parity.json and parity.md to --out-di
 from __future__ import annotations
 
 import argparse
-import ctypes
-import os
 import sys
 import tempfile
 import time
@@ -39,7 +37,6 @@ FLOORS = {"fp32": 100.0, "fp16": 45.0}
 # the convolutions before it differs at ~1e-7); rows below their floor say so.
 NEAR_TIE = 1e-5
 BACKENDS = ("onnxruntime-cpu", "onnxruntime-cuda", "tensorrt")
-PLUGINS_ENV = "SRDEPLOY_TRT_PLUGINS"  # path of the TensorRT plugin library for --ops plugin files
 
 
 class TorchRunner(BaseRunner):
@@ -80,12 +77,12 @@ def unavailable(backend: str, meta: dict[str, Any]) -> str | None:
     if backend.startswith("onnxruntime") and meta["ops"] == "plugin" and not rt.custom_ops_available():
         return "not available (custom ops need onnxruntime-extensions)"
     if backend == "tensorrt":
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError:
-            return "not available (tensorrt is not installed)"
-        if meta["ops"] == "plugin" and not os.environ.get(PLUGINS_ENV):
-            return f"not available (set {PLUGINS_ENV} to the srdeploy TensorRT plugin library)"
+        from runtime import trt as rtrt
+        reason = rtrt.unavailable_reason()
+        if reason:
+            return f"not available ({reason})"
+        if meta["ops"] == "plugin" and rtrt.find_plugin_library(required=False) is None:
+            return "not available (no srdeploy TensorRT plugin library: python -m plugins.build --tensorrt-root DIR)"
     return None
 
 
@@ -97,13 +94,16 @@ def make_runner(backend: str, path: Path, meta: dict[str, Any], shape: tuple[int
 
 
 def trt_runner(path: Path, meta: dict[str, Any], shape: tuple[int, ...]):
-    """TensorRT through polygraphy (strongly typed network, one profile at this shape). Untested on
-    machines without TensorRT; the plugin library comes from $SRDEPLOY_TRT_PLUGINS."""
-    import tensorrt as trt
-    from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, Profile, TrtRunner
-    if meta["ops"] == "plugin":
-        ctypes.CDLL(os.environ[PLUGINS_ENV], mode=ctypes.RTLD_GLOBAL)
-    network = NetworkFromOnnxPath(str(path), flags=[trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED])
+    """TensorRT through polygraphy (strongly typed network, one profile at this shape). Not run yet:
+    no machine here has TensorRT; the plugin library comes from $SRDEPLOY_TRT_PLUGINS or plugins/build."""
+    from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxBytes, Profile, TrtRunner
+
+    from runtime import build as rb
+    from runtime import trt as rtrt
+    if meta["ops"] == "plugin":  # registers the IPluginV3 creators with TensorRT's plugin registry
+        rtrt.load_plugin_library(rtrt.find_plugin_library())
+    # the parser finds plugins by plugin_namespace/plugin_version, which runtime.build adds
+    network = NetworkFromOnnxBytes(rb.onnx_bytes_for_tensorrt(path), strongly_typed=True)
     profile = Profile().add("input", min=shape, opt=shape, max=shape)
     return TrtRunner(EngineFromNetwork(network, CreateConfig(profiles=[profile])), name="tensorrt")
 

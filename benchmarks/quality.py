@@ -2,6 +2,7 @@
 
     python -m benchmarks.quality --model bicubic --scale 2 3 4 --sets Set5 Set14 B100
     python -m benchmarks.quality --model nlsn --scale 4 --weights nlsn_x{scale}.pt --json q.json
+    python -m benchmarks.quality --model csnln --scale 2 3 4 --tile 64   # bundled weights
 
 Protocol (the one SR papers use, so published tables are comparable):
 - HR is cropped to a multiple of the scale (top-left kept);
@@ -107,8 +108,18 @@ def make_model_upscaler(args: argparse.Namespace, scale: int, weights: str) -> C
     from runtime.pipeline import load_upscaler, upscale
 
     backend = load_upscaler(args.model, scale=scale, weights=weights, device=args.device or "cpu")
-    return lambda img: upscale(img, backend, tile=args.tile or 0, self_ensemble=args.self_ensemble,
+    pad = {} if getattr(args, "tile_pad", None) is None else {"tile_pad": args.tile_pad}
+    return lambda img: upscale(img, backend, tile=args.tile or 0, **pad, self_ensemble=args.self_ensemble,
                                official_chop=args.official_chop)
+
+
+def _bundled(model: str, scale: int) -> str:
+    """The bundled weights of (model, scale), named on stderr so the table says what it measured."""
+    from runtime.backends import default_entry
+
+    entry = default_entry(model, scale)
+    print(f"note: no --weights: using the {entry.describe()}", file=sys.stderr)
+    return str(entry.path)
 
 
 def _quantise(x: np.ndarray) -> np.ndarray:
@@ -178,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sets", nargs="+", default=list(DEFAULT_SETS),
                    help="set folders under --data-dir (default: %(default)s)")
     p.add_argument("--weights", help="checkpoint for network models; may contain {scale}, "
-                                     "which is required when several scales are given")
+                                     "which is required when several scales are given "
+                                     "(default: the bundled compact model of --model, models/weights)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="folder holding <Set>/HR/*.png (default: ../shared/data/benchmark "
                         "next to the repository, or $SRDEPLOY_SHARED/data/benchmark)")
@@ -187,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
                    help="network models: where to run (default: cpu)")
     p.add_argument("--tile", type=int, default=None, help="network models: LR tile size (default: whole image)")
+    p.add_argument("--tile-pad", type=int, default=None,
+                   help="network models: LR context around each tile (default: that of runtime.infer, 32)")
     p.add_argument("--self-ensemble", action="store_true", help="network models: x8 self-ensemble")
     p.add_argument("--official-chop", action="store_true",
                    help="network models: the official code's recursive chop instead of tiling")
@@ -208,9 +222,14 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         if bad:
             p.error(f"--model {args.model} supports scales {MODEL_SCALES}, got {bad}")
         if not args.weights:
-            p.error(f"--model {args.model} needs --weights PATH (a trained checkpoint; "
-                    f"use {{scale}} in the path for several scales)")
-        if len(set(args.scale)) > 1 and "{scale}" not in args.weights:
+            from runtime.backends import default_weights
+
+            missing = [s for s in args.scale if default_weights(args.model, s) is None]
+            if missing:
+                p.error(f"--model {args.model} needs --weights PATH (a trained checkpoint; "
+                        f"use {{scale}} in the path for several scales): no bundled {args.model} weights "
+                        f"for x{', x'.join(map(str, missing))}")
+        elif len(set(args.scale)) > 1 and "{scale}" not in args.weights:
             p.error("several scales need one checkpoint each: put {scale} in --weights, "
                     "e.g. --weights nlsn_x{scale}.pt")
     if args.tile is not None and args.tile <= 0:
@@ -263,7 +282,7 @@ def run(args: argparse.Namespace) -> dict:
         if args.model == "bicubic":
             sr_fn, weights = bicubic_sr_fn(scale), None
         else:
-            weights = args.weights.format(scale=scale)
+            weights = args.weights.format(scale=scale) if args.weights else _bundled(args.model, scale)
             sr_fn = model_sr_fn(make_model_upscaler(args, scale, weights))
         for name, files in set_files.items():
             files = files[: args.limit] if args.limit else files
@@ -278,7 +297,7 @@ def run(args: argparse.Namespace) -> dict:
         "model": args.model,
         "scales": args.scale,
         "sets": args.sets,
-        "options": {"device": args.device, "tile": args.tile, "self_ensemble": args.self_ensemble,
+        "options": {"device": args.device, "tile": args.tile, "tile_pad": getattr(args, "tile_pad", None), "self_ensemble": args.self_ensemble,
                     "official_chop": args.official_chop, "limit": args.limit},
         "protocol": {
             "lr": "MATLAB imresize(HR, 1/scale, 'bicubic') on uint8, HR modcropped to a multiple of scale",

@@ -409,11 +409,8 @@ def load_model(name: str, scale: int, weights: str | None, options: dict[str, An
     if weights:
         return models.load(weights, model=name, scale=scale, **options), weights
     if not random_weights and not options and name.lower() in models.ARCHITECTURES:
-        try:
-            from models import weights as bundled
-            entry = bundled.find(name.lower(), scale)
-        except ImportError:
-            entry = None
+        from models import weights as bundled
+        entry = bundled.find(name.lower(), scale)
         if entry is not None:
             return models.load(entry.path, model=name, scale=scale, **entry.overrides), f"bundled {entry.path.name}"
     torch.manual_seed(0)

@@ -29,6 +29,7 @@ __all__ = [
     "BackendError",
     "WeightsRequired",
     "default_weights",
+    "default_entry",
     "resolve_weights",
     "resolve_device",
     "open_backend",
@@ -99,7 +100,31 @@ class TorchBackend(Backend):
 
 
 #: implemented backends by CLI name; "ort" and "trt" are added here when they exist
-BACKENDS: dict[str, type[Backend]] = {"torch": TorchBackend}
+def _ort_backend():
+    from .ort import MissingCustomOpsError, OrtBackend  # late: onnx and onnxruntime load only when used
+
+    class OrtFromFile(OrtBackend):
+        @classmethod
+        def open(cls, weights, *, model=None, scale=None, device="cpu"):
+            try:
+                return super().open(weights, model=model, scale=scale, device=device)
+            except models.CheckpointError as e:
+                raise BackendError(str(e)) from None
+            except (MissingCustomOpsError, FileNotFoundError, ValueError) as e:
+                raise BackendError(f"onnxruntime: {e}") from None
+
+    return OrtFromFile
+
+
+def _trt_backend():
+    from .trt import TrtBackend  # late: TensorRT loads only when used
+
+    return TrtBackend
+
+
+#: backends by CLI name: a function returning the class, so that each backend's libraries
+#: (onnxruntime, TensorRT) are imported only when it is used
+BACKENDS = {"torch": lambda: TorchBackend, "ort": _ort_backend, "trt": _trt_backend}
 
 
 def check_match(name: str, scale: int, want_model: str | None, want_scale: int | None, source) -> None:
@@ -113,8 +138,19 @@ def check_match(name: str, scale: int, want_model: str | None, want_scale: int |
 
 
 def default_weights(model: str | None, scale: int | None) -> Path | None:
-    """Bundled weights for (model, scale). None yet: bundled weights are a planned feature."""
-    return None
+    """Bundled weights for (model, scale) (``models/weights/manifest.json``), or None.
+
+    A missing model or scale takes the bundled default's (see :func:`default_entry`).
+    """
+    entry = default_entry(model, scale)
+    return entry.path if entry is not None else None
+
+
+def default_entry(model: str | None, scale: int | None):
+    """The bundled ``models.weights.Entry`` for (model, scale), or None where nothing is bundled."""
+    from models import weights as bundled
+
+    return bundled.find(model, scale)
 
 
 def resolve_weights(weights: str | Path | None, model: str | None = None, scale: int | None = None) -> Path:
@@ -123,9 +159,12 @@ def resolve_weights(weights: str | Path | None, model: str | None = None, scale:
         return Path(weights)
     found = default_weights(model, scale)
     if found is None:
+        from models import weights as bundled
+
         what = " ".join(filter(None, [model, f"x{scale}" if scale else None]))
-        raise WeightsRequired(f"no weights given{' for ' + what if what else ''}: pass --weights PATH to an "
-                              f"official NLSN/CSNLN/EDSR checkpoint; bundled default weights are planned")
+        have = ", ".join(f"{e.model} x{e.scale}" for e in bundled.entries()) or "none"
+        raise WeightsRequired(f"no weights given{' for ' + what if what else ''} and none bundled for it "
+                              f"(bundled: {have}): pass --weights PATH to an official NLSN/CSNLN/EDSR checkpoint")
     return found
 
 
@@ -147,4 +186,4 @@ def open_backend(kind: str, weights: str | Path, *, model: str | None = None, sc
                  device: str = "cpu") -> Backend:
     if kind not in BACKENDS:
         raise BackendError(f"unknown backend {kind!r}; available: {', '.join(BACKENDS)}")
-    return BACKENDS[kind].open(Path(weights), model=model, scale=scale, device=device)
+    return BACKENDS[kind]().open(Path(weights), model=model, scale=scale, device=device)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 import models
 
-from .backends import BACKENDS, BackendError
+from .backends import BACKENDS, BackendError, open_backend
 from .imageio import FORMATS, ImageReadError, OutputExistsError, is_supported, read_image, write_image
 from .pipeline import DEFAULT_TILE_PAD, load_upscaler, upscale
 
@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Upscale images with NLSN, CSNLN or EDSR (PNG, JPEG, BMP, WebP; gray, RGBA and 16-bit PNG).",
         epilog="examples:\n"
+               f"  {PROG} -i photo.png -o photo_sr.png                  # bundled compact model\n"
+               f"  {PROG} -i photo.png -o photo_x3.png --model csnln --scale 3\n"
                f"  {PROG} -i photo.png -o photo_x4.png --weights NLSN_x4.pt\n"
                f"  {PROG} -i lr/ -o sr/ --weights CSNLN_x2.pt --device cuda --tile 256\n"
                f"  {PROG} -i lr/ -o sr/ --weights EDSR_x2.pt --self-ensemble --official-chop",
@@ -70,12 +72,22 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
     m = p.add_argument_group("model")
-    m.add_argument("--weights", metavar="PATH", help="checkpoint (official NLSN/CSNLN/EDSR state dict)")
+    m.add_argument("--weights", metavar="PATH",
+                   help="checkpoint (official NLSN/CSNLN/EDSR state dict); default: the bundled compact model "
+                        "of --model/--scale (NLSN and CSNLN, x2/x3/x4; see models/weights/manifest.json)")
     m.add_argument("--model", choices=sorted(models.ARCHITECTURES),
                    help="architecture (default: read from the checkpoint; must match it if given)")
     m.add_argument("--scale", type=int, choices=models.SCALES,
                    help="upscaling factor (default: read from the checkpoint; must match it if given)")
-    m.add_argument("--backend", choices=list(BACKENDS), default="torch", help="inference backend (default: torch)")
+    m.add_argument("--backend", choices=list(BACKENDS), default="torch",
+                   help="inference backend: torch (PyTorch reference), ort (onnxruntime), trt (TensorRT) "
+                        "(default: torch)")
+    m.add_argument("--onnx", metavar="PATH",
+                   help="--backend ort: an ONNX file from python -m export.onnx (default: the weights, "
+                        "exported on the fly with --ops onnx)")
+    m.add_argument("--engine", metavar="PATH",
+                   help="--backend trt: a TensorRT engine from python -m runtime.build (runs on the GPU; "
+                        "tiles are sized to the engine's profile)")
     m.add_argument("--device", default="cpu", metavar="{cpu,cuda}", help="device (default: cpu)")
 
     r = p.add_argument_group("tiling and ensembling")
@@ -141,8 +153,46 @@ def _check_existing(jobs: list[Job], overwrite: bool) -> None:
         raise UsageError(f"output {existing[0]} exists{more}; pass --overwrite to replace it")
 
 
+def _say_bundled(model: str | None, scale: int | None) -> None:
+    """Name the bundled model that was picked, since the user did not name one."""
+    from .backends import default_entry
+
+    entry = default_entry(model, scale)
+    if entry is not None:
+        tqdm.write(f"{PROG}: using the {entry.describe()}; pass --weights for another checkpoint",
+                   file=sys.stderr)
+
+
 def _error(msg: str) -> None:
     tqdm.write(f"{PROG}: error: {msg}", file=sys.stderr)
+
+
+def _open_backend(args):
+    """The backend the flags ask for; a model file given to the wrong backend is an error, not ignored."""
+    if args.onnx and args.backend != "ort":
+        raise UsageError("--onnx goes with --backend ort")
+    if args.engine and args.backend != "trt":
+        raise UsageError("--engine goes with --backend trt")
+    if args.backend == "trt":
+        if not args.engine:
+            raise UsageError("--backend trt needs --engine PATH (build one with python -m runtime.build)")
+        if args.weights:
+            raise UsageError("--backend trt runs the engine given with --engine: drop --weights")
+        backend = open_backend("trt", args.engine, model=args.model, scale=args.scale, device="cuda")
+        if not args.official_chop:
+            try:
+                args.tile, args.tile_pad = backend.tile_for(args.tile, args.tile_pad)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+        return backend
+    if args.onnx:
+        if args.weights:
+            raise UsageError("--onnx already holds the weights: drop --weights")
+        return open_backend("ort", args.onnx, model=args.model, scale=args.scale, device=args.device)
+    backend = load_upscaler(args.model, args.scale, args.weights, args.device, args.backend)
+    if args.weights is None:
+        _say_bundled(args.model, args.scale)
+    return backend
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.official_chop and args.tile:
             raise UsageError("--official-chop has its own tiling: drop --tile")
         sources, out, to_folder = _plan(args)
-        backend = load_upscaler(args.model, args.scale, args.weights, args.device, args.backend)
+        backend = _open_backend(args)
         jobs = _jobs(sources, out, to_folder, args, backend.scale)
         _check_existing(jobs, args.overwrite)
     except (UsageError, BackendError) as e:

@@ -238,7 +238,8 @@ class OrtBackend:
             import tempfile
 
             import models
-            from export.onnx import export_model
+            from export.onnx import export_model, quiet_torch_exporter
+            quiet_torch_exporter()
             net = models.load(path, model=model, scale=scale)
             onnx_path = Path(tempfile.mkdtemp(prefix="srdeploy-ort-")) / f"{net.name}_x{net.scale}_{ops}.onnx"
             export_model(net, onnx_path, mode=ops, weights=str(path))

@@ -156,9 +156,10 @@ def test_corrupt_single_image_writes_nothing(ckpt, tmp_path, capsys):
 
 
 def test_missing_weights(images, tmp_path, capsys):
-    assert run("-i", images / "baby.png", "-o", tmp_path / "o.png", "--model", "nlsn", "--scale", 4) == 2
-    one_line_error(capsys, "pass --weights PATH to an official NLSN/CSNLN/EDSR checkpoint",
-                   "bundled default weights are planned")
+    # NLSN and CSNLN have bundled weights; EDSR has none
+    assert run("-i", images / "baby.png", "-o", tmp_path / "o.png", "--model", "edsr", "--scale", 4) == 2
+    one_line_error(capsys, "no weights given for edsr x4 and none bundled",
+                   "pass --weights PATH to an official NLSN/CSNLN/EDSR checkpoint")
     assert os.listdir(tmp_path) == []
 
 
@@ -210,7 +211,7 @@ def test_program_runs_and_fails_cleanly(images, ckpt, tmp_path):
     assert ok.returncode == 0, ok.stderr
     with Image.open(out) as im:
         assert im.size == (80, 64) and im.mode == "RGBA"
-    bad = _python("-i", images / "baby.png", "-o", tmp_path / "x.png")
+    bad = _python("-i", images / "baby.png", "-o", tmp_path / "x.png", "--model", "edsr")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--weights PATH" in bad.stderr
     assert not (tmp_path / "x.png").exists()
 
@@ -218,5 +219,37 @@ def test_program_runs_and_fails_cleanly(images, ckpt, tmp_path):
 def test_help():
     res = _python("--help")
     assert res.returncode == 0
-    for flag in ("--tile-pad", "--self-ensemble", "--official-chop", "--overwrite", "--backend {torch}"):
+    for flag in ("--tile-pad", "--self-ensemble", "--official-chop", "--overwrite", "--backend {torch,ort,trt}",
+                 "--onnx PATH", "--engine PATH"):
         assert flag in res.stdout
+
+
+# ----------------------------------------------------------------------------- other backends
+
+def test_onnxruntime_backend_matches_torch(images, ckpt, tmp_path):
+    """--backend ort, from an exported file and exported on the fly, gives the torch backend's image."""
+    from export.onnx import export_model
+    onnx_path = tmp_path / "edsr_x2.onnx"
+    export_model(models.load(ckpt), onnx_path, mode="onnx")
+    src = images / "baby.png"
+    assert run("-i", src, "-o", tmp_path / "torch.png", "--weights", ckpt) == 0
+    assert run("-i", src, "-o", tmp_path / "file.png", "--backend", "ort", "--onnx", onnx_path) == 0
+    assert run("-i", src, "-o", tmp_path / "fly.png", "--backend", "ort", "--weights", ckpt) == 0
+    ref = imageio.read_image(tmp_path / "torch.png").pixels
+    for name in ("file.png", "fly.png"):
+        got = imageio.read_image(tmp_path / name).pixels
+        assert got.shape == ref.shape
+        assert np.abs(got - ref).max() <= 1 / 255 + 1e-6  # at most one 8-bit level of rounding
+
+
+@pytest.mark.parametrize("argv,needles", [
+    (["--onnx", "m.onnx"], ["--onnx goes with --backend ort"]),
+    (["--engine", "m.engine"], ["--engine goes with --backend trt"]),
+    (["--backend", "trt"], ["--backend trt needs --engine PATH", "python -m runtime.build"]),
+    (["--backend", "trt", "--engine", "nope.engine"], ["engine nope.engine not found", "python -m runtime.build"]),
+    (["--backend", "ort", "--onnx", "nope.onnx"], ["no such ONNX file", "python -m export.onnx"]),
+])
+def test_backend_flags_refused(argv, needles, images, tmp_path, capsys):
+    assert run("-i", images / "baby.png", "-o", tmp_path / "o.png", *argv) == 2
+    one_line_error(capsys, *needles)
+    assert os.listdir(tmp_path) == []

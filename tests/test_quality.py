@@ -70,8 +70,8 @@ def test_cli_errors(bench_dir, tmp_path, capsys):
         exit_, err = _run(["--scale", bad], capsys)
         assert exit_.code == 2 and "scale must be" in err
 
-    exit_, err = _run(["--model", "nlsn", "--scale", "2"], capsys)
-    assert exit_.code == 2 and "needs --weights" in err
+    exit_, err = _run(["--model", "edsr", "--scale", "2"], capsys)
+    assert exit_.code == 2 and "needs --weights" in err and "no bundled edsr weights" in err
     exit_, err = _run(["--model", "nlsn", "--scale", "2", "4", "--weights", "w.pt"], capsys)
     assert exit_.code == 2 and "{scale}" in err
     exit_, err = _run(["--model", "csnln", "--scale", "8", "--weights", "w.pt"], capsys)
