@@ -13,9 +13,12 @@
 #include "bucketAttentionKernel.h"
 
 #include <cmath>
+#include <type_traits>
 
 #include <cuda_fp16.h>
 #include <mma.h>
+
+#include "../common/srdConvert.cuh"
 
 namespace srd {
 namespace {
@@ -28,14 +31,6 @@ struct Geometry {
     int L, c, C, cs, R, nc, pad, qTiles, cTiles;
 };
 
-__device__ __forceinline__ float toF(float x) { return x; }
-__device__ __forceinline__ float toF(__half x) { return __half2float(x); }
-template <typename T>
-__device__ __forceinline__ T fromF(float x);
-template <>
-__device__ __forceinline__ float fromF<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ __half fromF<__half>(float x) { return __float2half_rn(x); }
 
 // Row of q/v at sorted position p in [0, nc*cs) of a round: positions past L repeat the last
 // `pad` sorted rows; order indexes the R*L concatenation, hence % L (as the reference does).
@@ -558,32 +553,29 @@ cudaError_t launchBucketAttention(const void* q, const void* v, const int32_t* o
                     static_cast<unsigned>(s.n));
     const int denBlocks = ceilDiv(rows, 256 / 32);
 
+    // One launch path for both precisions: key norms, then the variant's shared-memory opt-in and launch.
+    auto run = [&](auto kernel, int threads, const auto* qT, const auto* vT) -> cudaError_t {
+        using T = std::remove_cv_t<std::remove_pointer_t<decltype(qT)>>;
+        keyDenominators<T><<<denBlocks, 256, 0, stream>>>(qT, w.den, rows, g.c, eps);
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) return e;
+        e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+        if (e != cudaSuccess) return e;
+        kernel<<<grid, threads, smem, stream>>>(qT, vT, order, w.den, w.outWs, w.lseWs, g);
+        return cudaGetLastError();
+    };
     if (half) {
         const auto* qh = static_cast<const __half*>(q);
         const auto* vh = static_cast<const __half*>(v);
-        keyDenominators<__half><<<denBlocks, 256, 0, stream>>>(qh, w.den, rows, g.c, eps);
-        if ((err = cudaGetLastError()) != cudaSuccess) return err;
-        auto run = [&](auto kernel) -> cudaError_t {
-            cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                 static_cast<int>(smem));
-            if (e != cudaSuccess) return e;
-            kernel<<<grid, kF16Threads, smem, stream>>>(qh, vh, order, w.den, w.outWs, w.lseWs, g);
-            return cudaGetLastError();
-        };
-        err = bc == 64 ? run(attentionF16<2>) : bc == 128 ? run(attentionF16<4>) : run(attentionF16<8>);
+        err = bc == 64    ? run(attentionF16<2>, kF16Threads, qh, vh)
+              : bc == 128 ? run(attentionF16<4>, kF16Threads, qh, vh)
+                          : run(attentionF16<8>, kF16Threads, qh, vh);
     } else {
         const auto* qf = static_cast<const float*>(q);
         const auto* vf = static_cast<const float*>(v);
-        keyDenominators<float><<<denBlocks, 256, 0, stream>>>(qf, w.den, rows, g.c, eps);
-        if ((err = cudaGetLastError()) != cudaSuccess) return err;
-        auto run = [&](auto kernel) -> cudaError_t {
-            cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                 static_cast<int>(smem));
-            if (e != cudaSuccess) return e;
-            kernel<<<grid, kF32Threads, smem, stream>>>(qf, vf, order, w.den, w.outWs, w.lseWs, g);
-            return cudaGetLastError();
-        };
-        err = bc == 64 ? run(attentionF32<4>) : bc == 128 ? run(attentionF32<8>) : run(attentionF32<16>);
+        err = bc == 64    ? run(attentionF32<4>, kF32Threads, qf, vf)
+              : bc == 128 ? run(attentionF32<8>, kF32Threads, qf, vf)
+                          : run(attentionF32<16>, kF32Threads, qf, vf);
     }
     if (err != cudaSuccess) return err;
 

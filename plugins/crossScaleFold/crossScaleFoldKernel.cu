@@ -12,15 +12,11 @@
 #include <cuda_fp16.h>
 #include <mma.h>
 
+#include "../common/srdConvert.cuh"
+
 namespace srd {
 namespace {
 
-template <typename T>
-__device__ __forceinline__ T fromF(float x);
-template <>
-__device__ __forceinline__ float fromF<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ __half fromF<__half>(float x) { return __float2half_rn(x); }
 
 // C[b][m][n] = sum_k A[b][k][m] * B[b][k][n]; A is [K][M], B is [K][N], C is [M][N].
 struct Gemm {
