@@ -21,7 +21,8 @@ SOURCE_DIR = Path(__file__).resolve().parent
 DEFAULT_BUILD_DIR = SOURCE_DIR / "build"
 LIB_NAME = "libsrdeploy_kernels.so"
 TRT_LIB_NAME = "libsrdeploy_trt_plugins.so"  # built when TensorRT headers are given (--tensorrt-root)
-DEFAULT_ARCHS = "80-real;90-real;100"  # sm_80, sm_90, sm_100 + PTX of sm_100
+# Without --arch, CMakeLists.txt chooses the architectures (the rule lives there only).
+DEFAULT_ARCHS_HELP = "sm_80, sm_90 and sm_100 (+ PTX) with nvcc >= 12.8, else sm_80 and sm_90 (+ PTX)"
 
 
 class BuildError(RuntimeError):
@@ -55,8 +56,9 @@ def build(build_dir: str | Path | None = None, *, archs: str | None = None, jobs
         raise BuildError("cmake not found")
     build_dir = Path(build_dir) if build_dir else DEFAULT_BUILD_DIR
     configure = [cmake, "-S", str(SOURCE_DIR), "-B", str(build_dir), f"-DCMAKE_BUILD_TYPE={build_type}",
-                 f"-DCMAKE_CUDA_COMPILER={nvcc}", f"-DCMAKE_CUDA_ARCHITECTURES={archs or DEFAULT_ARCHS}",
-                 f"-DSRD_WERROR={'ON' if werror else 'OFF'}"]
+                 f"-DCMAKE_CUDA_COMPILER={nvcc}", f"-DSRD_WERROR={'ON' if werror else 'OFF'}",
+                 # no --arch: forget an earlier choice, CMakeLists.txt picks the default for this nvcc
+                 f"-DCMAKE_CUDA_ARCHITECTURES={archs}" if archs else "-UCMAKE_CUDA_ARCHITECTURES"]
     if tensorrt_root:
         if not (Path(tensorrt_root) / "include" / "NvInfer.h").is_file():
             raise BuildError(f"--tensorrt-root {tensorrt_root}: no include/NvInfer.h there")
@@ -79,14 +81,25 @@ def build(build_dir: str | Path | None = None, *, archs: str | None = None, jobs
         raise BuildError(f"the build finished but {build_dir / TRT_LIB_NAME} is missing")
     if not quiet:
         built = f"{lib}" + (f" and {build_dir / TRT_LIB_NAME}" if tensorrt_root else "")
-        print(f"built {built} in {time.perf_counter() - start:.1f} s")
+        print(f"built {built} for {built_architectures(build_dir)} in {time.perf_counter() - start:.1f} s")
     return lib
+
+
+def built_architectures(build_dir: str | Path) -> str | None:
+    """CMAKE_CUDA_ARCHITECTURES of a configured build folder (e.g. "80-real;90-real;100"), or None."""
+    cache = Path(build_dir) / "CMakeCache.txt"
+    if not cache.is_file():
+        return None
+    for line in cache.read_text(errors="replace").splitlines():
+        if line.startswith("CMAKE_CUDA_ARCHITECTURES:"):
+            return line.split("=", 1)[1]
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m plugins.build", description=__doc__.splitlines()[0])
     p.add_argument("--build-dir", default=str(DEFAULT_BUILD_DIR), help="CMake build folder (default %(default)s)")
-    p.add_argument("--arch", default=DEFAULT_ARCHS, help="CMAKE_CUDA_ARCHITECTURES (default %(default)s)")
+    p.add_argument("--arch", default=None, help=f"CMAKE_CUDA_ARCHITECTURES (default: {DEFAULT_ARCHS_HELP})")
     p.add_argument("--jobs", "-j", type=int, default=2, help="parallel compile jobs (default %(default)s)")
     p.add_argument("--debug", action="store_true", help="Debug build")
     p.add_argument("--no-werror", action="store_true", help="do not treat warnings as errors")

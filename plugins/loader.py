@@ -11,7 +11,9 @@ it touches neither CUDA nor the library. The library is loaded on the first CUDA
 If it cannot be loaded, CUDA tensors use the reference and one warning says why and how to build
 it. Kernels run on the current stream (``torch.cuda.current_stream()``) with workspace from the
 torch caching allocator, so they order correctly with surrounding torch work and CUDA graphs.
-CPU tensors always use the reference; so do dtypes the kernels lack (bf16, fp64), with one warning.
+CPU tensors always use the reference; so do dtypes the kernels lack (bf16, fp64) and shapes no kernel
+variant fits on this GPU (``SRD_ERR_UNSUPPORTED``), with one warning per reason. Every other failure (a CUDA
+error, a bad argument) raises :class:`KernelError`: a broken GPU must not pass silently as a slow one.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ LIB_ENV = "SRDEPLOY_KERNELS_LIB"
 ABI_VERSION = 1
 STATUS = {0: "SRD_SUCCESS", 1: "SRD_ERR_NULL_POINTER", 2: "SRD_ERR_INVALID_SIZE", 3: "SRD_ERR_INVALID_ATTRIBUTE",
           4: "SRD_ERR_UNSUPPORTED_DTYPE", 5: "SRD_ERR_WORKSPACE_TOO_SMALL", 6: "SRD_ERR_UNSUPPORTED", 7: "SRD_ERR_CUDA"}
-SRD_SUCCESS, SRD_ERR_UNSUPPORTED_DTYPE, SRD_ERR_UNSUPPORTED = 0, 4, 6
+SRD_SUCCESS, SRD_ERR_UNSUPPORTED = 0, 6
 DTYPES = {torch.float32: 0, torch.float16: 1}
 
 logger = logging.getLogger("srdeploy.plugins")
@@ -135,9 +137,10 @@ class Kernels:
     @staticmethod
     def _dtype(op: str, *tensors: torch.Tensor) -> int:
         dtype = tensors[0].dtype
-        if dtype not in DTYPES or any(t.dtype != dtype for t in tensors):
-            raise KernelError(op, SRD_ERR_UNSUPPORTED_DTYPE,
-                              f"{', '.join(str(t.dtype) for t in tensors)}: the kernels take float32 or float16")
+        if any(t.dtype != dtype for t in tensors):
+            raise ValueError(f"{op}: {', '.join(str(t.dtype) for t in tensors)}: the tensors must share one dtype")
+        if dtype not in DTYPES:  # decided before the call, like the library's own capability checks
+            raise KernelError(op, SRD_ERR_UNSUPPORTED, f"no kernel for {dtype}: the kernels take float32 or float16")
         return DTYPES[dtype]
 
     # -- ops
@@ -274,15 +277,17 @@ def _active() -> Kernels | None:
 
 
 def _run(op: str, call, fallback):
+    """call(kernels), or fallback() when the library is unavailable or no kernel variant fits
+    (SRD_ERR_UNSUPPORTED, logged once per reason); any other KernelError propagates."""
     kernels = _active()
     if kernels is None:
         return fallback()
     try:
         return call(kernels)
     except KernelError as e:
-        if e.status not in (SRD_ERR_UNSUPPORTED_DTYPE, SRD_ERR_UNSUPPORTED):
+        if e.status != SRD_ERR_UNSUPPORTED:
             raise
-        _warn_once(f"{op}:{e}", f"{e}; using the PyTorch reference for these calls")
+        _warn_once(f"unsupported:{e}", f"{e}; using the PyTorch reference for these calls")
         return fallback()
 
 

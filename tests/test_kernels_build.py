@@ -1,8 +1,12 @@
-"""CPU checks of the CUDA kernels library: it builds (once per session, wherever nvcc is), its C
-ABI validates arguments without a GPU, and the loader falls back to the reference with one
-warning when the library is missing."""
+"""CPU checks of the CUDA kernels library: it builds (once per session, wherever nvcc is, for the
+default architectures), its C ABI validates arguments without a GPU and tells "no kernel variant
+fits" (SRD_ERR_UNSUPPORTED) apart from a CUDA failure (SRD_ERR_CUDA), and the loader falls back to
+the reference only for the first (one warning per reason) or when the library is missing."""
 import ctypes
 import logging
+import os
+import re
+import subprocess
 
 import pytest
 import torch
@@ -21,12 +25,13 @@ F32, F16 = 0, 1
 
 @pytest.fixture(scope="session")
 def built_library(tmp_path_factory):
-    """Builds plugins/ with CMake once per session (all architectures, warnings as errors)."""
+    """Builds plugins/ with CMake once per session (default architectures, warnings as errors);
+    $SRDEPLOY_BUILD_JOBS parallel jobs (default 2)."""
     if plugin_build.find_nvcc() is None:
         pytest.skip("nvcc not found: the kernels library cannot be compiled here")
     build_dir = tmp_path_factory.mktemp("srd_kernels_build")
     try:
-        return plugin_build.build(build_dir, jobs=2, quiet=True)
+        return plugin_build.build(build_dir, jobs=int(os.environ.get("SRDEPLOY_BUILD_JOBS", "2")), quiet=True)
     except plugin_build.BuildError as e:
         pytest.fail(f"the kernels library does not build:\n{e}")
 
@@ -45,6 +50,21 @@ def cuda_runtime_usable(lib) -> bool:
     """Whether the CUDA runtime sees a device (then CUB's size query succeeds)."""
     size = ctypes.c_size_t()
     return lib.srd_bucket_sort_workspace_size(1, 16, 4, ctypes.byref(size)) == S["SRD_SUCCESS"]
+
+
+def nvcc_version() -> tuple[int, int]:
+    text = subprocess.run([plugin_build.find_nvcc(), "--version"], capture_output=True, text=True).stdout
+    major, minor = re.search(r"release (\d+)\.(\d+)", text).groups()
+    return int(major), int(minor)
+
+
+def test_default_architectures_follow_the_nvcc_version(built_library):
+    """sm_80 and sm_90 always; sm_100 (+ its PTX) only where nvcc can target it (>= 12.8)."""
+    archs = plugin_build.built_architectures(built_library.parent)
+    if nvcc_version() >= (12, 8):
+        assert archs == "80-real;90-real;100"
+    else:
+        assert archs == "80-real;90"
 
 
 def test_library_builds_and_exports_only_the_c_abi(built_library, kernels):
@@ -169,6 +189,26 @@ def test_bucket_attention_call_validation(lib):
     assert call_attention(lib, ws=NULL) == S["SRD_ERR_NULL_POINTER"]
 
 
+def test_no_fitting_variant_is_unsupported_not_a_cuda_error(lib):
+    """c > 256 is a capability limit, decided before any launch: SRD_ERR_UNSUPPORTED with the reason."""
+    assert call_attention(lib, shape=(1, 100, 257, 8, 10, 2), ws_bytes=1 << 20) == S["SRD_ERR_UNSUPPORTED"]
+    assert b"c > 256" in lib.srd_last_error_message()
+
+
+def test_a_cuda_failure_is_srd_err_cuda(lib):
+    """Valid arguments on a machine without a usable device: the failure comes from CUDA, so it is
+    SRD_ERR_CUDA naming the CUDA error, never SRD_ERR_UNSUPPORTED (which would fall back silently)."""
+    if cuda_runtime_usable(lib):
+        pytest.skip("a CUDA device is usable here: the calls below would run on fake pointers")
+    assert call_attention(lib) == S["SRD_ERR_CUDA"]
+    message = lib.srd_last_error_message()
+    assert message.startswith(b"bucket_attention: CUDA error") and b"no kernel variant" not in message
+    need = fold_size(lib)[1]
+    assert lib.srd_cross_scale_fold(FAKE, FAKE, FAKE, 1, 16, 8, 8, 4, 6, 6, 2, 2, F32, FAKE, need, None) \
+        == S["SRD_ERR_CUDA"]
+    assert lib.srd_last_error_message().startswith(b"cross_scale_fold: CUDA error")
+
+
 # --------------------------------------------------------------------------- CrossScaleFold
 
 def fold_size(lib, n=1, k=16, h=8, w=8, C=4, kh=6, kw=6, stride=2, padding=2, dtype=F32):
@@ -279,6 +319,59 @@ def test_kernels_refuse_cpu_tensors_and_other_dtypes(kernels):
     with pytest.raises((ValueError, loader.KernelError)):
         kernels.bucket_attention(x, x, torch.zeros(1, 16, dtype=torch.int32), torch.zeros(1, 16, dtype=torch.int32),
                                  4, 2, 5e-5)
+    # A dtype without a kernel is "no variant fits" (the reference takes over); mixed dtypes are a caller's bug.
+    with pytest.raises(loader.KernelError) as e:
+        kernels._dtype("bucket_attention", x.bfloat16(), x.bfloat16())
+    assert e.value.status == S["SRD_ERR_UNSUPPORTED"]
+    with pytest.raises(ValueError, match="one dtype"):
+        kernels._dtype("bucket_attention", x.float(), x.half())
+
+
+def loader_run(call, fallback_calls: list):
+    """loader._run (the decision the registered CUDA implementations make) with a real library call."""
+    return loader._run("bucket_attention", call, lambda: fallback_calls.append(1) or "reference")
+
+
+def test_loader_falls_back_only_when_no_variant_fits_once_per_reason(fresh_loader, monkeypatch, built_library,
+                                                                      caplog):
+    monkeypatch.setenv(loader.LIB_ENV, str(built_library))
+    fallbacks = []
+
+    def too_wide(k):  # c = 257: the library's capability check answers SRD_ERR_UNSUPPORTED
+        k.check("bucket_attention", call_attention(k.lib, shape=(1, 100, 257, 8, 10, 2), ws_bytes=1 << 20))
+
+    def bf16(k):  # the loader's own capability check
+        k._dtype("bucket_attention", torch.zeros(1, dtype=torch.bfloat16))
+
+    with caplog.at_level(logging.WARNING, logger="srdeploy.plugins"):
+        for _ in range(3):
+            assert loader_run(too_wide, fallbacks) == "reference"
+            assert loader_run(bf16, fallbacks) == "reference"
+    assert len(fallbacks) == 6
+    warnings = [r.getMessage() for r in caplog.records if r.name == "srdeploy.plugins"]
+    assert len(warnings) == 2  # one per reason, each naming it
+    assert "SRD_ERR_UNSUPPORTED" in warnings[0] and "c > 256" in warnings[0] and "PyTorch reference" in warnings[0]
+    assert "torch.bfloat16" in warnings[1]
+
+
+@pytest.mark.parametrize("status", ["SRD_ERR_CUDA", "SRD_ERR_INVALID_ATTRIBUTE", "SRD_ERR_UNSUPPORTED_DTYPE",
+                                    "SRD_ERR_WORKSPACE_TOO_SMALL"])
+def test_loader_raises_every_other_failure(fresh_loader, monkeypatch, built_library, caplog, status):
+    monkeypatch.setenv(loader.LIB_ENV, str(built_library))
+    real_calls = {  # each produces `status` from the real library on this machine
+        "SRD_ERR_INVALID_ATTRIBUTE": lambda lib: call_attention(lib, eps=-1.0),
+        "SRD_ERR_UNSUPPORTED_DTYPE": lambda lib: call_attention(lib, dtype=7, ws_bytes=1 << 20),
+        "SRD_ERR_WORKSPACE_TOO_SMALL": lambda lib: call_attention(lib, ws_bytes=1),
+        "SRD_ERR_CUDA": lambda lib: call_attention(lib),  # valid arguments, no usable device
+    }
+    if status == "SRD_ERR_CUDA" and cuda_runtime_usable(loader.get().lib):
+        pytest.skip("a CUDA device is usable here: a valid call would run on fake pointers")
+    fallbacks = []
+    with caplog.at_level(logging.WARNING, logger="srdeploy.plugins"):
+        with pytest.raises(loader.KernelError) as e:
+            loader_run(lambda k: k.check("bucket_attention", real_calls[status](k.lib)), fallbacks)
+    assert e.value.status == S[status] and status in str(e.value)
+    assert not fallbacks and not [r for r in caplog.records if r.name == "srdeploy.plugins"]
 
 
 def test_reference_only_context(fresh_loader, monkeypatch, tmp_path):

@@ -34,12 +34,16 @@ int ok() {
     return SRD_SUCCESS;
 }
 
-int fromCuda(cudaError_t err, const char* where) {
-    if (err == cudaSuccess) return ok();
-    if (err == cudaErrorNotSupported)
-        return fail(SRD_ERR_UNSUPPORTED, "no kernel variant fits this GPU's shared memory");
+// A launcher's outcome: SRD_ERR_UNSUPPORTED only for its own pre-launch capability check; every
+// error that came from CUDA (cudaErrorNotSupported too) is SRD_ERR_CUDA with CUDA's text.
+int fromCuda(const srd::LaunchStatus& st, const char* where) {
+    if (st.unsupported) {
+        std::snprintf(gMessage, sizeof(gMessage), "%s: no kernel variant fits: %s", where, st.reason);
+        return SRD_ERR_UNSUPPORTED;
+    }
+    if (st.cuda == cudaSuccess) return ok();
     std::snprintf(gMessage, sizeof(gMessage), "%s: CUDA error %d (%s): %s", where,
-                  static_cast<int>(err), cudaGetErrorName(err), cudaGetErrorString(err));
+                  static_cast<int>(st.cuda), cudaGetErrorName(st.cuda), cudaGetErrorString(st.cuda));
     return SRD_ERR_CUDA;
 }
 

@@ -33,9 +33,10 @@ struct Geometry {
 
 
 // Row of q/v at sorted position p in [0, nc*cs) of a round: positions past L repeat the last
-// `pad` sorted rows; order indexes the R*L concatenation, hence % L (as the reference does).
+// `pad` sorted rows; order indexes the R*L concatenation, hence mod L (as the reference does,
+// with torch's sign rule, so that any int32 in `order` stays a row of this sample).
 __device__ __forceinline__ int sourceRow(const int32_t* orderRound, int p, const Geometry& g) {
-    return orderRound[p < g.L ? p : p - g.pad] % g.L;
+    return floorMod(orderRound[p < g.L ? p : p - g.pad], g.L);
 }
 
 // Sorted position of key j in [0, 3cs) of `chunk`: own, previous, next chunk, cyclic. For
@@ -234,19 +235,32 @@ attentionF32(const float* __restrict__ q, const float* __restrict__ v,
     }
 
     // Per-round results in sorted order; padded rows (p >= L) are dropped as in the reference.
+    // A thread's 4 consecutive columns go out as one float4 when C % 4 == 0 (col0 and 4tx are
+    // multiples of 4 and the workspace is 256-byte aligned), one reciprocal per row.
+    const bool vectorStore = g.C % 4 == 0;
 #pragma unroll
     for (int i = 0; i < RPT; ++i) {
         const int qi = b.qt * kBM + ty + 16 * i;
         const int p = b.chunk * g.cs + qi;
         if (qi >= g.cs || p >= g.L) continue;
         const size_t m = (static_cast<size_t>(b.n) * g.R + b.r) * g.L + p;
+        const float inv = 1.f / rowSum[i];
 #pragma unroll
-        for (int gi = 0; gi < NG; ++gi)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int col = col0 + 4 * tx + 64 * gi + e;
-                if (col < g.C) outWs[m * g.C + col] = o[i][4 * gi + e] / rowSum[i];
+        for (int gi = 0; gi < NG; ++gi) {
+            const int col = col0 + 4 * tx + 64 * gi;
+            if (col >= g.C) continue;
+            const float4 r = make_float4(o[i][4 * gi] * inv, o[i][4 * gi + 1] * inv, o[i][4 * gi + 2] * inv,
+                                         o[i][4 * gi + 3] * inv);
+            float* dst = outWs + m * g.C + col;
+            if (vectorStore) {
+                *reinterpret_cast<float4*>(dst) = r;
+            } else {
+                dst[0] = r.x;
+                if (col + 1 < g.C) dst[1] = r.y;
+                if (col + 2 < g.C) dst[2] = r.z;
+                if (col + 3 < g.C) dst[3] = r.w;
             }
+        }
         if (b.ct == 0 && tx == 0) lseWs[m] = rowMax[i] + logf(rowSum[i]);
     }
 }
@@ -461,7 +475,8 @@ combineRounds(const float* __restrict__ outWs, const float* __restrict__ lseWs,
     const size_t nBase = static_cast<size_t>(n) * R * L;
     float mx = -INFINITY;
     for (int k = lane; k < R; k += 32) {
-        const int m = rank[nBase + static_cast<size_t>(k) * L + l];
+        // A valid rank lies in [0, R*L); clamped, any int32 stays inside this sample's rows.
+        const int m = clampIndex(rank[nBase + static_cast<size_t>(k) * L + l], R * L);
         src[k] = m;
         w[k] = lseWs[nBase + m];
         mx = fmaxf(mx, w[k]);
@@ -516,10 +531,10 @@ size_t bucketAttentionWorkspaceSize(const BucketAttentionShape& s) {
            alignUp(nrl * sizeof(float));
 }
 
-cudaError_t launchBucketAttention(const void* q, const void* v, const int32_t* order,
-                                  const int32_t* rank, void* out, const BucketAttentionShape& s,
-                                  float eps, DType dtype, void* workspace, size_t workspaceBytes,
-                                  cudaStream_t stream) {
+LaunchStatus launchBucketAttention(const void* q, const void* v, const int32_t* order,
+                                   const int32_t* rank, void* out, const BucketAttentionShape& s,
+                                   float eps, DType dtype, void* workspace, size_t workspaceBytes,
+                                   cudaStream_t stream) {
     if (workspaceBytes < bucketAttentionWorkspaceSize(s)) return cudaErrorInvalidValue;
     Geometry g{};
     g.L = s.length;
@@ -547,7 +562,10 @@ cudaError_t launchBucketAttention(const void* q, const void* v, const int32_t* o
         smem = need;
         if (cand >= g.C) break;
     }
-    if (bc == 0) return cudaErrorNotSupported;
+    if (bc == 0)
+        return LaunchStatus::noVariantFits(
+            "BucketAttention with c = %d needs %zu bytes of shared memory per block, this GPU allows %zu",
+            g.c, half ? f16Smem(g.c, 64).total : f32SmemBytes(g.c, 64), maxSmem);
     g.cTiles = ceilDiv(g.C, bc);
     const dim3 grid(static_cast<unsigned>(g.nc * g.qTiles * g.cTiles), static_cast<unsigned>(g.R),
                     static_cast<unsigned>(s.n));
@@ -579,9 +597,9 @@ cudaError_t launchBucketAttention(const void* q, const void* v, const int32_t* o
     }
     if (err != cudaSuccess) return err;
 
+    // At most 16 KB (the C ABI caps R at 256), under the 48 KB available without opt-in.
     const size_t combineSmem = sizeof(float) * 2 * (kCombineThreads / 32) * static_cast<size_t>(g.R);
     const int combineBlocks = ceilDiv(rows, kCombineThreads / 32);
-    if (combineSmem > 48 * 1024) return cudaErrorNotSupported;
     if (half)
         combineRounds<__half><<<combineBlocks, kCombineThreads, combineSmem, stream>>>(
             w.outWs, w.lseWs, rank, static_cast<__half*>(out), g.L, g.C, g.R, rows);

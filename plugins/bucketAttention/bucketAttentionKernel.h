@@ -23,10 +23,11 @@ struct BucketAttentionShape {
 size_t bucketAttentionWorkspaceSize(const BucketAttentionShape& s);
 
 // q [n, L, c], v [n, L, C] of `dtype`; order/rank [n, R*L] int32; out [n, L, C] of `dtype`.
-// Returns cudaErrorNotSupported when no kernel variant fits the device's shared memory.
-cudaError_t launchBucketAttention(const void* q, const void* v, const int32_t* order,
-                                  const int32_t* rank, void* out, const BucketAttentionShape& s,
-                                  float eps, DType dtype, void* workspace, size_t workspaceBytes,
-                                  cudaStream_t stream);
+// Any int32 in order/rank is safe (wrapped or clamped into range). Returns
+// LaunchStatus::noVariantFits, before any launch, when no variant fits the device's shared memory.
+LaunchStatus launchBucketAttention(const void* q, const void* v, const int32_t* order,
+                                   const int32_t* rank, void* out, const BucketAttentionShape& s,
+                                   float eps, DType dtype, void* workspace, size_t workspaceBytes,
+                                   cudaStream_t stream);
 
 }  // namespace srd

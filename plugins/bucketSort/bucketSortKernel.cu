@@ -26,8 +26,7 @@ int keyBits(int batch, int numBuckets) {
 __global__ void makeKeys(const int32_t* __restrict__ codes, uint32_t* __restrict__ keys,
                          int32_t* __restrict__ values, int length, int numBuckets, int total) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
-        int code = codes[i];
-        code = code < 0 ? 0 : (code >= numBuckets ? numBuckets - 1 : code);  // keep rows apart
+        const int code = clampIndex(codes[i], numBuckets);  // keeps rows apart whatever the input
         keys[i] = static_cast<uint32_t>(i / length) * static_cast<uint32_t>(numBuckets) +
                   static_cast<uint32_t>(code);
         values[i] = i;
@@ -45,25 +44,20 @@ __global__ void orderAndRank(int32_t* __restrict__ order, int32_t* __restrict__ 
     }
 }
 
+// Workspace offsets. CUB's temporary storage comes last and takes whatever the caller gave, so
+// only the size query asks CUB for its size (once per sort, not again at launch).
 struct Layout {
-    size_t keysIn, keysOut, valuesIn, cubTemp, total;
+    size_t keysIn, keysOut, valuesIn, cubTemp;
 };
 
-cudaError_t layout(int batch, int length, int numBuckets, Layout* out) {
-    const int total = batch * length;
-    size_t cubBytes = 0;
-    const cudaError_t err = cub::DeviceRadixSort::SortPairs(
-        nullptr, cubBytes, static_cast<const uint32_t*>(nullptr), static_cast<uint32_t*>(nullptr),
-        static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), total, 0,
-        keyBits(batch, numBuckets));
-    if (err != cudaSuccess) return err;
+Layout layout(int total) {
     const size_t n = static_cast<size_t>(total);
-    out->keysIn = 0;
-    out->keysOut = out->keysIn + alignUp(n * sizeof(uint32_t));
-    out->valuesIn = out->keysOut + alignUp(n * sizeof(uint32_t));
-    out->cubTemp = out->valuesIn + alignUp(n * sizeof(int32_t));
-    out->total = out->cubTemp + alignUp(cubBytes);
-    return cudaSuccess;
+    Layout l{};
+    l.keysIn = 0;
+    l.keysOut = l.keysIn + alignUp(n * sizeof(uint32_t));
+    l.valuesIn = l.keysOut + alignUp(n * sizeof(uint32_t));
+    l.cubTemp = l.valuesIn + alignUp(n * sizeof(int32_t));
+    return l;
 }
 
 int gridFor(int total) {
@@ -74,29 +68,32 @@ int gridFor(int total) {
 }  // namespace
 
 cudaError_t bucketSortWorkspaceSize(int batch, int length, int numBuckets, size_t* bytes) {
-    Layout l{};
-    const cudaError_t err = layout(batch, length, numBuckets, &l);
-    if (err == cudaSuccess) *bytes = l.total;
+    const int total = batch * length;
+    size_t cubBytes = 0;
+    const cudaError_t err = cub::DeviceRadixSort::SortPairs(
+        nullptr, cubBytes, static_cast<const uint32_t*>(nullptr), static_cast<uint32_t*>(nullptr),
+        static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), total, 0,
+        keyBits(batch, numBuckets));
+    if (err == cudaSuccess) *bytes = layout(total).cubTemp + alignUp(cubBytes);
     return err;
 }
 
 cudaError_t launchBucketSort(const int32_t* codes, int32_t* order, int32_t* rank, int batch,
                              int length, int numBuckets, void* workspace, size_t workspaceBytes,
                              cudaStream_t stream) {
-    Layout l{};
-    cudaError_t err = layout(batch, length, numBuckets, &l);
-    if (err != cudaSuccess) return err;
-    if (workspaceBytes < l.total) return cudaErrorInvalidValue;
+    const int total = batch * length;
+    const Layout l = layout(total);
+    if (workspaceBytes <= l.cubTemp) return cudaErrorInvalidValue;  // CUB checks its own share
     char* ws = static_cast<char*>(workspace);
     auto* keysIn = reinterpret_cast<uint32_t*>(ws + l.keysIn);
     auto* keysOut = reinterpret_cast<uint32_t*>(ws + l.keysOut);
     auto* valuesIn = reinterpret_cast<int32_t*>(ws + l.valuesIn);
-    const int total = batch * length;
 
     makeKeys<<<gridFor(total), kThreads, 0, stream>>>(codes, keysIn, valuesIn, length, numBuckets,
                                                       total);
-    if ((err = cudaGetLastError()) != cudaSuccess) return err;
-    size_t cubBytes = l.total - l.cubTemp;
+    cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+    size_t cubBytes = workspaceBytes - l.cubTemp;
     // Sorted values (flat positions) land directly in `order`.
     err = cub::DeviceRadixSort::SortPairs(ws + l.cubTemp, cubBytes, keysIn, keysOut, valuesIn,
                                           order, total, 0, keyBits(batch, numBuckets), stream);

@@ -13,6 +13,8 @@ namespace srd {
 cudaError_t bucketSortWorkspaceSize(int batch, int length, int numBuckets, size_t* bytes);
 
 // order[b, p] = index of the element at sorted position p (stable); rank = inverse of order.
+// Codes outside [0, numBuckets) are clamped into it. workspaceBytes must be at least what
+// bucketSortWorkspaceSize returned (the C ABI checks it; the launcher does not ask CUB again).
 cudaError_t launchBucketSort(const int32_t* codes, int32_t* order, int32_t* rank, int batch,
                              int length, int numBuckets, void* workspace, size_t workspaceBytes,
                              cudaStream_t stream);

@@ -25,11 +25,12 @@ struct Gemm {
 
 // ------------------------------------------------------------------------------ fp32 SIMT GEMM
 // 16 x 16 threads; thread (ty, tx) owns rows 4ty + 64i + {0..3} and columns 4tx + 64j + {0..3}
-// (i, j < 2), read as float4 from shared memory.
-constexpr int kG32M = 128, kG32N = 128, kG32K = 8, kG32Threads = 256;
+// (i, j < 2), read as float4 from shared memory. At most 128 registers per thread (launch bounds
+// of 2 blocks/SM; it needed 145) so that two blocks share an SM and hide each other's barriers.
+constexpr int kG32M = 128, kG32N = 128, kG32K = 8, kG32Threads = 256, kG32BlocksPerSm = 2;
 constexpr int kG32Loads = kG32K * kG32M / kG32Threads;  // elements of A (and of B) per thread
 
-__global__ void __launch_bounds__(kG32Threads)
+__global__ void __launch_bounds__(kG32Threads, kG32BlocksPerSm)
 gemmF32(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ Cm, Gemm g) {
     __shared__ __align__(16) float As[kG32K][kG32M];
     __shared__ __align__(16) float Bs[kG32K][kG32N];
@@ -40,17 +41,21 @@ gemmF32(const float* __restrict__ A, const float* __restrict__ B, float* __restr
     const float* Bb = B + batch * g.K * g.N;
     float* Cb = Cm + batch * g.M * g.N;
 
-    // Element e of this thread's slab share: row k = idx / 128, column idx % 128 (unit stride
-    // across consecutive threads, so the loads coalesce).
+    // This thread's share of a slab: column lcol = tid % 128 of slab rows lrow + 2e (e < 4), so
+    // consecutive threads read consecutive addresses (coalesced). The column and its bounds are
+    // fixed per thread, which keeps the kernel within the registers of two blocks per SM.
+    constexpr int kRowStep = kG32Threads / kG32M;
+    static_assert(kG32M == kG32N && kG32Loads * kRowStep == kG32K, "one load pattern for A and B");
+    const int lcol = tid % kG32M, lrow = tid / kG32M;
+    const bool aIn = m0 + lcol < g.M, bIn = n0 + lcol < g.N;
     float ra[kG32Loads], rb[kG32Loads];
     auto fetch = [&](int k0) {
 #pragma unroll
         for (int e = 0; e < kG32Loads; ++e) {
-            const int idx = tid + e * kG32Threads;
-            const int k = k0 + idx / kG32M, col = idx % kG32M;
+            const int k = k0 + lrow + kRowStep * e;
             const bool kin = k < g.K;
-            ra[e] = (kin && m0 + col < g.M) ? Ab[static_cast<size_t>(k) * g.M + m0 + col] : 0.f;
-            rb[e] = (kin && n0 + col < g.N) ? Bb[static_cast<size_t>(k) * g.N + n0 + col] : 0.f;
+            ra[e] = (kin && aIn) ? Ab[static_cast<size_t>(k) * g.M + m0 + lcol] : 0.f;
+            rb[e] = (kin && bIn) ? Bb[static_cast<size_t>(k) * g.N + n0 + lcol] : 0.f;
         }
     };
 
@@ -65,9 +70,8 @@ gemmF32(const float* __restrict__ A, const float* __restrict__ B, float* __restr
         __syncthreads();  // previous slab consumed
 #pragma unroll
         for (int e = 0; e < kG32Loads; ++e) {
-            const int idx = tid + e * kG32Threads;
-            As[idx / kG32M][idx % kG32M] = ra[e];
-            Bs[idx / kG32N][idx % kG32N] = rb[e];
+            As[lrow + kRowStep * e][lcol] = ra[e];
+            Bs[lrow + kRowStep * e][lcol] = rb[e];
         }
         __syncthreads();
         if (k0 + kG32K < g.K) fetch(k0 + kG32K);  // in flight while this slab is multiplied
@@ -171,6 +175,26 @@ gemmF16(const __half* __restrict__ A, const __half* __restrict__ B, float* __res
 // -------------------------------------------------------------------------------------- col2im
 // out[b, c, oy, ox] = sum over (ky, kx) with oy + pad - ky = iy * stride (0 <= iy < h), likewise
 // for x, of cols[b, (c*kh + ky)*kw + kx, iy*w + ix].
+
+// The taps k (inclusive range, step `stride`) that reach output position o along one dimension:
+// k = o + pad - i*stride for an input position 0 <= i < in. They share the residue (o + pad) mod
+// stride; the first is the smallest such k with i < in, the last is capped by the kernel size and
+// by i >= 0. Only about (kernel/stride)^2 of the kernel^2 taps are visited (9 of 36 at x2).
+struct TapRange {
+    int first, last;  // empty when first > last
+};
+
+__device__ __forceinline__ TapRange tapRange(int o, int pad, int stride, int in, int kernel) {
+    const int t = o + pad;                     // >= 0
+    int first = t % stride;
+    const int lowest = t - (in - 1) * stride;  // a smaller k would read input position >= in
+    if (first < lowest) first += ceilDiv(lowest - first, stride) * stride;
+    const int last = kernel - 1 < t ? kernel - 1 : t;
+    return {first, last};
+}
+
+// Taps are summed in increasing (ky, kx) order, as when all kh*kw were visited and the
+// non-contributing ones skipped: the result is bitwise the same.
 template <typename T>
 __global__ void col2im(const float* __restrict__ cols, T* __restrict__ out, CrossScaleFoldShape s,
                        int outH, int outW, size_t total) {
@@ -180,17 +204,13 @@ __global__ void col2im(const float* __restrict__ cols, T* __restrict__ out, Cros
         const int oy = static_cast<int>((idx / outW) % outH);
         const size_t bc = idx / (static_cast<size_t>(outW) * outH);  // b * C + c
         const float* colsBc = cols + bc * s.kernelH * s.kernelW * static_cast<size_t>(s.h) * s.w;
+        const TapRange ry = tapRange(oy, s.padding, s.stride, s.h, s.kernelH);
+        const TapRange rx = tapRange(ox, s.padding, s.stride, s.w, s.kernelW);
         float acc = 0.f;
-        for (int ky = 0; ky < s.kernelH; ++ky) {
-            const int ty = oy + s.padding - ky;
-            if (ty < 0 || ty % s.stride) continue;
-            const int iy = ty / s.stride;
-            if (iy >= s.h) continue;
-            for (int kx = 0; kx < s.kernelW; ++kx) {
-                const int tx = ox + s.padding - kx;
-                if (tx < 0 || tx % s.stride) continue;
-                const int ix = tx / s.stride;
-                if (ix >= s.w) continue;
+        for (int ky = ry.first; ky <= ry.last; ky += s.stride) {
+            const int iy = (oy + s.padding - ky) / s.stride;
+            for (int kx = rx.first; kx <= rx.last; kx += s.stride) {
+                const int ix = (ox + s.padding - kx) / s.stride;
                 acc += colsBc[(static_cast<size_t>(ky) * s.kernelW + kx) * s.h * s.w +
                               static_cast<size_t>(iy) * s.w + ix];
             }

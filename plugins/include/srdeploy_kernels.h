@@ -35,8 +35,10 @@ typedef enum srd_status {
     SRD_ERR_INVALID_ATTRIBUTE = 3,   /* chunk_size / n_hashes / eps / num_buckets / stride / padding */
     SRD_ERR_UNSUPPORTED_DTYPE = 4,   /* dtype is not SRD_FLOAT32 or SRD_FLOAT16 */
     SRD_ERR_WORKSPACE_TOO_SMALL = 5, /* workspace_bytes < the size the query returned */
-    SRD_ERR_UNSUPPORTED = 6,         /* valid, but beyond this build (e.g. shared memory of the GPU) */
-    SRD_ERR_CUDA = 7                 /* the CUDA runtime failed: see srd_last_error_message() */
+    SRD_ERR_UNSUPPORTED = 6,         /* valid, but no kernel variant fits this shape on this GPU (e.g. its
+                                        shared memory), found before any launch: a caller may fall back */
+    SRD_ERR_CUDA = 7                 /* the CUDA runtime failed (any CUDA error, cudaErrorNotSupported too):
+                                        see srd_last_error_message(); not a reason to fall back */
 } srd_status;
 
 typedef enum srd_dtype {
@@ -66,7 +68,8 @@ SRD_API int srd_bucket_sort(const int32_t* codes, int32_t* order, int32_t* rank,
 /* ----------------------------------------------------------------------------- BucketAttention
  * q [n, length, c], v [n, length, channels] (dtype), order, rank [n, n_hashes*length] int32
  * -> out [n, length, channels] (dtype). Rules: length >= chunk_size > 0, n_hashes > 0,
- * eps >= 0 and finite, c <= 256.                                                               */
+ * eps >= 0 and finite, c <= 256. Any int32 in order/rank is safe: order is taken mod length
+ * (non-negative, as torch's %), rank is clamped into [0, n_hashes*length).                     */
 SRD_API int srd_bucket_attention_workspace_size(int64_t n, int64_t length, int64_t c, int64_t channels,
                                         int64_t chunk_size, int64_t n_hashes, int dtype,
                                         size_t* workspace_bytes);
