@@ -105,7 +105,8 @@ def cases(small: bool = False) -> list[Case]:
     if small:
         return [bucket_sort_case("sort_small", 2, 300, 7, seed=1),
                 bucket_attention_case("attention_small_fp32", 1, 10, 10, 8, 16, 16, 2, torch.float32, seed=2),
-                cross_scale_fold_case("fold_small_fp32", 1, 6, 8, 4, 2, torch.float32, seed=3)]
+                cross_scale_fold_case("fold_small_fp32", 1, 6, 8, 4, 2, torch.float32, seed=3),
+                cross_scale_fold_case("fold_small_fp16", 1, 6, 6, 3, 3, torch.float16, seed=4)]
     out = [bucket_sort_case("sort_nlsn_48x48_r4", 1, 4 * 48 * 48, 4 * 16, seed=10),
            bucket_sort_case("sort_nlsn_96x96_r4", 2, 4 * 96 * 96, 4 * 64, seed=11),
            bucket_sort_case("sort_odd", 3, 1000, 7, seed=12)]

@@ -3,7 +3,7 @@
  * and compares their outputs with references written by Python (python -m plugins.trt.harness).
  *
  *   srdeploy_trt_enqueue_harness --library libsrdeploy_trt_plugins.so --cases DIR [--variants gather,chunk]
- *                                [--json RESULTS.json]
+ *                                [--json RESULTS.json] [--replay OUTPUTS_DIR]
  *
  * Per case of DIR/manifest.txt, as TensorRT would:
  *  build:   the creator from getCreators(), createPlugin(kBUILD) from a field collection as the ONNX
@@ -21,6 +21,8 @@
  * BucketAttention cases run once per variant (SRDEPLOY_BUCKET_ATTENTION, read by the kernel library at
  * every call); a library that accepts an unknown value ignores the variable, and its non-default
  * variants are reported as skipped.
+ *
+ * --replay compares outputs saved in a folder instead (no GPU): how the CPU tests check the comparison.
  *
  * Exit: 0 every case passed (or skipped), 1 a case failed, 2 bad arguments or case files,
  *       3 no CUDA device (nothing run: run this on the GPU machine).
@@ -466,6 +468,69 @@ void writeJson(std::string const& path, std::string const& device, std::vector<R
         throw UsageError("cannot rename " + tmp + " to " + path);
 }
 
+//! Compares got (the outputs' bytes, in the plugin's dtypes) with the references; sets r's verdict.
+void compare(Case const& c, std::vector<std::vector<char>> const& got, Result& r)
+{
+    double sumSq = 0;
+    int64_t n = 0;
+    bool exact = true;
+    r.maxAbs = 0;
+    r.mismatches = 0;
+    for (size_t k = 0; k < c.outputs.size(); ++k)
+    {
+        Tensor const& ref = c.outputs[k];
+        auto const elements = static_cast<size_t>(count(ref.dims));
+        if (ref.type == DataType::kINT32)
+        {
+            for (size_t i = 0; i < elements; ++i)
+                if (std::memcmp(got[k].data() + 4 * i, ref.data.data() + 4 * i, 4) != 0)
+                    ++r.mismatches;
+            continue;
+        }
+        exact = false;
+        for (size_t i = 0; i < elements; ++i)
+        {
+            double want{};
+            std::memcpy(&want, ref.data.data() + 8 * i, 8);
+            double const value = elementAt(got[k], ref.type, i);
+            if (!std::isfinite(value))
+            {
+                ++r.nonFinite;
+                continue;
+            }
+            double const d = value - want;
+            sumSq += d * d;
+            r.maxAbs = std::max(r.maxAbs, std::fabs(d));
+            ++n;
+        }
+    }
+    if (n > 0)
+        r.psnr = sumSq == 0 ? std::numeric_limits<double>::infinity() : 10 * std::log10(1.0 / (sumSq / static_cast<double>(n)));
+    bool const ok = r.mismatches == 0 && r.nonFinite == 0 && r.deterministic
+        && (exact || (!std::isnan(r.psnr) && r.psnr >= c.floorDb));
+    r.status = ok ? "PASS" : "FAIL";
+    if (!r.deterministic)
+        r.message = "two enqueues gave different outputs";
+    else if (r.nonFinite > 0)
+        r.message = std::to_string(r.nonFinite) + " non-finite outputs (poison left or NaN computed)";
+    else if (r.mismatches > 0)
+        r.message = std::to_string(r.mismatches) + " int32 elements differ";
+    else if (!ok)
+        r.message = "below the floor";
+}
+
+
+Result newResult(Case const& c, std::string const& variant)
+{
+    Result r;
+    r.caseName = c.name;
+    r.op = c.op;
+    r.dtype = typeText(c.inputs[0].type);
+    r.variant = variant;
+    r.floorDb = c.floorDb;
+    return r;
+}
+
 // ---------------------------------------------------------------------------------- one case
 
 class CaseRunner
@@ -481,12 +546,7 @@ public:
     //! Runs c (with the BucketAttention variant set when non-empty); enqueueStatus gets enqueue's return.
     Result run(Case const& c, std::string const& variant, int32_t* enqueueStatus = nullptr)
     {
-        Result r;
-        r.caseName = c.name;
-        r.op = c.op;
-        r.dtype = typeText(c.inputs[0].type);
-        r.variant = variant;
-        r.floorDb = c.floorDb;
+        Result r = newResult(c, variant);
         mLogger.take();
         try
         {
@@ -641,56 +701,6 @@ private:
         compare(c, first, r);
     }
 
-    void compare(Case const& c, std::vector<std::vector<char>> const& got, Result& r)
-    {
-        double sumSq = 0;
-        int64_t n = 0;
-        bool exact = true;
-        r.maxAbs = 0;
-        r.mismatches = 0;
-        for (size_t k = 0; k < c.outputs.size(); ++k)
-        {
-            Tensor const& ref = c.outputs[k];
-            auto const elements = static_cast<size_t>(count(ref.dims));
-            if (ref.type == DataType::kINT32)
-            {
-                for (size_t i = 0; i < elements; ++i)
-                    if (std::memcmp(got[k].data() + 4 * i, ref.data.data() + 4 * i, 4) != 0)
-                        ++r.mismatches;
-                continue;
-            }
-            exact = false;
-            for (size_t i = 0; i < elements; ++i)
-            {
-                double want{};
-                std::memcpy(&want, ref.data.data() + 8 * i, 8);
-                double const value = elementAt(got[k], ref.type, i);
-                if (!std::isfinite(value))
-                {
-                    ++r.nonFinite;
-                    continue;
-                }
-                double const d = value - want;
-                sumSq += d * d;
-                r.maxAbs = std::max(r.maxAbs, std::fabs(d));
-                ++n;
-            }
-        }
-        if (n > 0)
-            r.psnr = sumSq == 0 ? std::numeric_limits<double>::infinity() : 10 * std::log10(1.0 / (sumSq / static_cast<double>(n)));
-        bool const ok = r.mismatches == 0 && r.nonFinite == 0 && r.deterministic
-            && (exact || (!std::isnan(r.psnr) && r.psnr >= c.floorDb));
-        r.status = ok ? "PASS" : "FAIL";
-        if (!r.deterministic)
-            r.message = "two enqueues gave different outputs";
-        else if (r.nonFinite > 0)
-            r.message = std::to_string(r.nonFinite) + " non-finite outputs (poison left or NaN computed)";
-        else if (r.mismatches > 0)
-            r.message = std::to_string(r.mismatches) + " int32 elements differ";
-        else if (!ok)
-            r.message = "below the floor";
-    }
-
     PluginLibrary const& mLib;
     CapturingLogger& mLogger;
     cudaStream_t mStream;
@@ -721,9 +731,43 @@ void printResult(Result const& r)
     std::printf("\n");
 }
 
+void printSummaryAndWrite(std::vector<Result> const& results, std::string const& json, std::string const& device,
+    bool honoured, int& failed)
+{
+    int passed = 0, skipped = 0;
+    failed = 0;
+    for (Result const& r : results)
+        (r.status == "PASS" ? passed : r.status == "SKIP" ? skipped : failed) += 1;
+    std::printf("%s: %d passed, %d failed, %d skipped\n", failed ? "FAILED" : "PASSED", passed, failed, skipped);
+    if (!json.empty())
+        writeJson(json, device, results, honoured);
+}
+
+//! --replay DIR: compare outputs saved as DIR/<case>.<output>.out (raw, the plugin's dtype) instead of
+//! enqueueing: the comparison and the report without a GPU (the CPU tests check them this way).
+int replayOutputs(std::vector<Case> const& cases, std::string const& dir, std::string const& json)
+{
+    std::vector<Result> results;
+    for (Case const& c : cases)
+    {
+        Result r = newResult(c, "replay");
+        std::vector<std::vector<char>> got;
+        for (Tensor const& t : c.outputs)
+            got.push_back(readFile(dir + "/" + c.name + "." + t.name + ".out",
+                static_cast<size_t>(count(t.dims)) * elementSize(t.type)));
+        r.deterministic = true;
+        compare(c, got, r);
+        results.push_back(r);
+        printResult(r);
+    }
+    int failed = 0;
+    printSummaryAndWrite(results, json, "replay (no device)", false, failed);
+    return failed ? 1 : 0;
+}
+
 int run(int argc, char** argv)
 {
-    std::string library, casesDir, json, variantList = "gather,chunk";
+    std::string library, casesDir, json, replay, variantList = "gather,chunk";
     for (int i = 1; i < argc; ++i)
     {
         std::string const a = argv[i];
@@ -740,12 +784,14 @@ int run(int argc, char** argv)
             json = value();
         else if (a == "--variants")
             variantList = value();
+        else if (a == "--replay")
+            replay = value();
         else
             throw UsageError("unknown argument " + a);
     }
     if (library.empty() || casesDir.empty())
         throw UsageError("usage: srdeploy_trt_enqueue_harness --library LIB --cases DIR [--variants gather,chunk] "
-                         "[--json FILE]");
+                         "[--json FILE] [--replay OUTPUTS_DIR]");
     std::vector<std::string> const variants = splitList(variantList);
     if (variants.empty())
         throw UsageError("--variants needs at least one name (gather, chunk)");
@@ -756,6 +802,8 @@ int run(int argc, char** argv)
     for (Case const& c : cases)
         if (lib.creator(c.op) == nullptr)
             throw UsageError("case " + c.name + ": the library has no creator named " + c.op);
+    if (!replay.empty())
+        return replayOutputs(cases, replay, json);
     int devices = 0;
     cudaError_t const err = cudaGetDeviceCount(&devices);
     if (err != cudaSuccess || devices == 0)
@@ -808,11 +856,7 @@ int run(int argc, char** argv)
         {
             if (!honoured && v != "gather")
             {
-                Result r;
-                r.caseName = c.name;
-                r.op = c.op;
-                r.dtype = typeText(c.inputs[0].type);
-                r.variant = v;
+                Result r = newResult(c, v);
                 r.status = "SKIP";
                 r.message = std::string("this plugin library ignores ") + kVARIANT_ENV + ": variant " + v
                     + " is not in this build";
@@ -826,13 +870,10 @@ int run(int argc, char** argv)
         }
     }
     cudaStreamDestroy(stream);
-    int failed = 0, passed = 0, skipped = 0;
-    for (Result const& r : results)
-        (r.status == "PASS" ? passed : r.status == "SKIP" ? skipped : failed) += 1;
-    std::printf("%s: %d passed, %d failed, %d skipped\n", failed ? "FAILED" : "PASSED", passed, failed, skipped);
-    if (!json.empty())
-        writeJson(json, std::string(prop.name) + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + ")",
-            results, honoured);
+    int failed = 0;
+    printSummaryAndWrite(results, json,
+        std::string(prop.name) + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + ")", honoured,
+        failed);
     return failed ? 1 : 0;
 }
 
