@@ -33,7 +33,7 @@ def _test_arch() -> str:
 @pytest.fixture(scope="session")
 def trt_plugins_lib() -> Path:
     """libsrdeploy_trt_plugins.so (with the interface driver and the enqueue harness beside it), built
-    once against the TensorRT headers (plugins.trt.tensorrt_root) into build/test-trt-plugins-<arch>/
+    once against the TensorRT headers (plugins.trt.tensorrt_root) into build/trt-plugins-<arch>/
     (ignored; CMake rebuilds only what changed, so reruns take seconds)."""
     from plugins import build as plugin_build
     from plugins import trt
@@ -45,7 +45,7 @@ def trt_plugins_lib() -> Path:
     if plugin_build.find_nvcc() is None:
         pytest.skip("nvcc not found: the kernels the plugins wrap cannot be compiled")
     arch = _test_arch()
-    build_dir = REPO / "build" / f"test-trt-plugins-{arch.replace(';', '_')}"
+    build_dir = trt.default_build_dir(arch)
     build_dir.mkdir(parents=True, exist_ok=True)
     with open(build_dir / ".lock", "w") as lock:  # two test runs at once must not build into one folder
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from .. import build as plugin_build
 
-__all__ = ["DRIVER_NAME", "HARNESS_NAME", "HEADERS_ENV", "HeadersNotFound", "build", "tensorrt_root"]
+__all__ = ["DRIVER_NAME", "HARNESS_NAME", "HEADERS_ENV", "HeadersNotFound", "build", "default_build_dir",
+           "tensorrt_root"]
 
 HEADERS_ENV = "SRDEPLOY_TRT_HEADERS"
 DRIVER_NAME = "srdeploy_trt_interface_driver"
@@ -57,6 +58,12 @@ def tensorrt_root() -> Path:
             return root
     raise HeadersNotFound("no TensorRT headers in " + ", ".join(str(c / "include") for c in candidates)
                           + f": set {HEADERS_ENV} or SRDEPLOY_SHARED, or run scripts/prepare_gpu_run.sh")
+
+
+def default_build_dir(arch: str) -> Path:
+    """build/trt-plugins-<arch>/ in the repository (ignored): shared by the tests' fixture and
+    ``python -m plugins.trt.harness``, so whichever runs second rebuilds nothing."""
+    return REPO / "build" / f"trt-plugins-{arch.replace(';', '_')}"
 
 
 def build(build_dir: str | Path, *, arch: str = "90-real", jobs: int = 2, quiet: bool = True) -> Path:

@@ -1,7 +1,7 @@
 """python -m plugins.trt.harness: build the plugin library and the enqueue harness, write the cases,
 run them on the GPU, print one line per case (and the JSON with --json).
 
-    python -m plugins.trt.harness                                  # build/trt-harness-<arch>/, all cases
+    python -m plugins.trt.harness                                  # build/trt-plugins-<arch>/, all cases
     python -m plugins.trt.harness --arch 90-real --json out/plugin_enqueue.json
     python -m plugins.trt.harness --library L --harness H          # prebuilt (no build)
 
@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .. import HARNESS_NAME, REPO
+from .. import HARNESS_NAME, default_build_dir
 from .. import build as build_plugins
 from ... import build as plugin_build
 from . import cases, run, write_cases
@@ -33,7 +33,7 @@ def _default_arch() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m plugins.trt.harness", description=__doc__.splitlines()[0])
-    p.add_argument("--build-dir", default=None, help="CMake build folder (default build/trt-harness-<arch>)")
+    p.add_argument("--build-dir", default=None, help="CMake build folder (default build/trt-plugins-<arch>)")
     p.add_argument("--arch", default=None, help="CMAKE_CUDA_ARCHITECTURES (default: this GPU's, else 90-real)")
     p.add_argument("--jobs", "-j", type=int, default=2, help="parallel compile jobs (default %(default)s)")
     p.add_argument("--library", default=None, help="a built libsrdeploy_trt_plugins.so (with --harness: no build)")
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.library is None:
         arch = args.arch or _default_arch()
-        build_dir = Path(args.build_dir or REPO / "build" / f"trt-harness-{arch.replace(';', '_')}")
+        build_dir = Path(args.build_dir) if args.build_dir else default_build_dir(arch)
         start = time.perf_counter()
         try:
             library = build_plugins(build_dir, arch=arch, jobs=args.jobs)

@@ -632,8 +632,14 @@ private:
         for (int32_t pos = 0; pos < nIn + nOut; ++pos)
             require(b->supportsFormatCombination(pos, io.data(), nIn, nOut),
                 "supportsFormatCombination(" + std::to_string(pos) + ") refuses the case's LINEAR types");
-        require(b->configurePlugin(io.data(), nIn, io.data() + nIn, nOut) == 0, "configurePlugin failed");
-        size_t const workspace = b->getWorkspaceSize(io.data(), nIn, io.data() + nIn, nOut);
+        // At build time TensorRT gives -1 for the extents the profile leaves open: so do we.
+        std::vector<DynamicPluginTensorDesc> profile = io;
+        for (DynamicPluginTensorDesc& d : profile)
+            for (int32_t k = 0; k < d.desc.dims.nbDims; ++k)
+                if (d.min.d[k] != d.max.d[k])
+                    d.desc.dims.d[k] = -1;
+        require(b->configurePlugin(profile.data(), nIn, profile.data() + nIn, nOut) == 0, "configurePlugin failed");
+        size_t const workspace = b->getWorkspaceSize(profile.data(), nIn, profile.data() + nIn, nOut);
         r.workspaceBytes = workspace;
         require(b->getTimingCacheID() != nullptr, "getTimingCacheID() is nullptr (timing caching disabled)");
 
