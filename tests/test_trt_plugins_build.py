@@ -14,7 +14,9 @@ TensorRT itself need not be installed: the plugins link no TensorRT library). Wh
   getOutputShapes with an IExprBuilder that evaluates constants, configurePlugin (ranks and types;
   extents of fixed profiles) / getWorkspaceSize / onShapeChange (BucketAttention, CrossScaleFold:
   arithmetic), getTimingCacheID, getFieldsToSerialize -> createPlugin(kRUNTIME) (what engine
-  deserialisation does), clone and attachToContext.
+  deserialisation does), clone and attachToContext;
+- the BucketSort plugin against a counting stand-in for the kernel library: onShapeChange queries
+  the workspace once per shape (workspaceQueryCheck.cpp).
 enqueue (the kernels on a GPU) runs in tests/test_plugin_enqueue.py (GPU only).
 """
 import ctypes
@@ -56,6 +58,15 @@ def test_plugins_through_the_tensorrt_interfaces(trt_plugins_lib):
     # Extents: refused by configurePlugin only for a fixed profile, by onShapeChange at run time.
     assert "[srdeploy] BucketAttention: shapes disagree: q [1, 1024, 16], v [1, 1024, 64], order [1, 4000]" in run.stderr
     assert "[srdeploy] CrossScaleFold: shapes disagree" in run.stderr
+
+
+def test_on_shape_change_queries_the_workspace_once_per_shape(trt_plugins_lib):
+    """BucketSort's plugin compiled against a counting stand-in for the kernel library's size query
+    (the real one asks CUB, which needs a GPU): repeated onShapeChange calls with one shape query
+    once; a new shape or type queries again; a failed query is not remembered; clones keep the memo."""
+    check = trt_plugins_lib.parent / trt.WORKSPACE_CHECK_NAME
+    run = subprocess.run([str(check)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "PASSED (7 workspace queries)" in run.stdout, run.stdout + run.stderr
 
 
 def test_plugin_library_loads_in_tensorrt(trt_plugins_lib):

@@ -1,10 +1,12 @@
 """The TensorRT plugin library ``libsrdeploy_trt_plugins.so`` from Python: where the TensorRT headers
-it compiles against are, and a build of it with its two test programs (``harness/``):
+it compiles against are, and a build of it with its test programs (``harness/``):
 
 - ``srdeploy_trt_interface_driver LIB``: the TensorRT interfaces TensorRT calls before any GPU work
   (creators, fields, shapes, types, configure, workspace, serialisation); runs anywhere;
 - ``srdeploy_trt_enqueue_harness``: the plugins enqueued on a GPU against Python's references
-  (``python -m plugins.trt.harness``).
+  (``python -m plugins.trt.harness``);
+- ``srdeploy_trt_workspace_query_check``: the BucketSort plugin against a counting stand-in for the
+  kernel library: one workspace query per shape in onShapeChange; runs anywhere.
 
 Headers, first found: ``$SRDEPLOY_TRT_HEADERS`` (a TensorRT install or the folder holding
 ``NvInfer.h``), ``$SRDEPLOY_SHARED/third_party/tensorrt`` (default ``../shared`` beside the
@@ -19,12 +21,13 @@ from pathlib import Path
 
 from .. import build as plugin_build
 
-__all__ = ["DRIVER_NAME", "HARNESS_NAME", "HEADERS_ENV", "HeadersNotFound", "build", "default_build_dir",
+__all__ = ["DRIVER_NAME", "HARNESS_NAME", "HEADERS_ENV", "WORKSPACE_CHECK_NAME", "HeadersNotFound", "build", "default_build_dir",
            "tensorrt_root"]
 
 HEADERS_ENV = "SRDEPLOY_TRT_HEADERS"
 DRIVER_NAME = "srdeploy_trt_interface_driver"
 HARNESS_NAME = "srdeploy_trt_enqueue_harness"
+WORKSPACE_CHECK_NAME = "srdeploy_trt_workspace_query_check"
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -72,7 +75,7 @@ def build(build_dir: str | Path, *, arch: str = "90-real", jobs: int = 2, quiet:
     plugin_build.BuildError (HeadersNotFound without TensorRT headers)."""
     build_dir = Path(build_dir)
     plugin_build.build(build_dir, archs=arch, jobs=jobs, quiet=quiet, tensorrt_root=tensorrt_root())
-    for name in (DRIVER_NAME, HARNESS_NAME):
+    for name in (DRIVER_NAME, HARNESS_NAME, WORKSPACE_CHECK_NAME):
         if not (build_dir / name).is_file():
             raise plugin_build.BuildError(f"the build finished but {build_dir / name} is missing")
     return build_dir / plugin_build.TRT_LIB_NAME

@@ -136,7 +136,7 @@ int32_t guarded(char const* op, Fn&& fn) noexcept
 
 //! The dims and types of the inputs of the last successful onShapeChange(): TensorRT calls it before
 //! every enqueue when tensor addresses are set per call (tiles), and the workspace query behind it
-//! (a CUB size query for BucketSort) need not run again for shapes it has already seen.
+//! (a CUB size query for BucketSort) need not run again while the shapes stay those of the last call.
 class ShapeMemo
 {
 public:
