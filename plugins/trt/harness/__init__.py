@@ -21,7 +21,6 @@ import json
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from models import ops
