@@ -1,4 +1,6 @@
-"""Shared test setup: one CPU thread (two are slower on the CI machine), paths to ../shared."""
+"""Shared test setup: one CPU thread (two are slower on the CI machine), paths to ../shared, and the
+TensorRT plugin library built once per session."""
+import fcntl
 import os
 from pathlib import Path
 
@@ -18,3 +20,36 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"shared fixtures not found at {SHARED} (set SRDEPLOY_SHARED)")
     return SHARED
+
+
+def _test_arch() -> str:
+    """One architecture keeps the build short: the GPU's own where there is one, else sm_90."""
+    if torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability()
+        return f"{major}{minor}-real"
+    return "90-real"
+
+
+@pytest.fixture(scope="session")
+def trt_plugins_lib() -> Path:
+    """libsrdeploy_trt_plugins.so (with the interface driver and the enqueue harness beside it), built
+    once against the TensorRT headers (plugins.trt.tensorrt_root) into build/trt-plugins-<arch>/
+    (ignored; CMake rebuilds only what changed, so reruns take seconds)."""
+    from plugins import build as plugin_build
+    from plugins import trt
+
+    try:
+        trt.tensorrt_root()
+    except trt.HeadersNotFound as e:
+        pytest.skip(str(e))
+    if plugin_build.find_nvcc() is None:
+        pytest.skip("nvcc not found: the kernels the plugins wrap cannot be compiled")
+    arch = _test_arch()
+    build_dir = trt.default_build_dir(arch)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with open(build_dir / ".lock", "w") as lock:  # two test runs at once must not build into one folder
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return trt.build(build_dir, arch=arch, jobs=min(2, os.cpu_count() or 1))
+        except plugin_build.BuildError as e:
+            pytest.fail(f"the TensorRT plugin library does not build:\n{e}")

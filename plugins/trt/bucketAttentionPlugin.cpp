@@ -8,39 +8,6 @@ namespace srdeploy
 namespace trt
 {
 
-namespace
-{
-constexpr int32_t kINPUTS = 4; // q, v, order, rank
-constexpr int32_t kOUTPUTS = 1;
-
-void checkCounts(int32_t nbInputs, int32_t nbOutputs)
-{
-    if (nbInputs != kINPUTS || nbOutputs != kOUTPUTS)
-    {
-        throw PluginError("takes 4 inputs (q, v, order, rank) and gives 1 output, got " + std::to_string(nbInputs)
-            + " and " + std::to_string(nbOutputs));
-    }
-}
-
-//! q [N, L, c], v [N, L, C], order and rank [N, R*L]: ranks and agreeing extents.
-void checkShapes(Dims const& q, Dims const& v, Dims const& order, Dims const& rank, int32_t nHashes)
-{
-    requireRank(q, 3, "q");
-    requireRank(v, 3, "v");
-    requireRank(order, 2, "order");
-    requireRank(rank, 2, "rank");
-    bool const ok = v.d[0] == q.d[0] && v.d[1] == q.d[1] && order.d[0] == q.d[0] && order.d[1] == nHashes * q.d[1]
-        && rank.d[0] == order.d[0] && rank.d[1] == order.d[1];
-    if (!ok)
-    {
-        std::ostringstream os;
-        os << "shapes disagree: q " << dimsString(q) << ", v " << dimsString(v) << ", order " << dimsString(order)
-           << ", rank " << dimsString(rank) << " (expected [N, L, c], [N, L, C], [N, " << nHashes << "*L] twice)";
-        throw PluginError(os.str());
-    }
-}
-} // namespace
-
 std::vector<FieldSpec> BucketAttentionPlugin::fieldSpecs()
 {
     return {{"chunk_size", PluginFieldType::kINT32}, {"n_hashes", PluginFieldType::kINT32},
@@ -61,7 +28,7 @@ BucketAttentionPlugin::BucketAttentionPlugin(FieldReader const& fields)
     }
     std::ostringstream os;
     os << "chunk_size=" << mChunkSize << " n_hashes=" << mNHashes << " eps=" << mEps;
-    mMetadata = os.str();
+    describe(os.str());
 }
 
 void BucketAttentionPlugin::appendFields(std::vector<PluginField>& fields)
@@ -71,183 +38,124 @@ void BucketAttentionPlugin::appendFields(std::vector<PluginField>& fields)
     fields.emplace_back("eps", &mEps, PluginFieldType::kFLOAT32, 1);
 }
 
-int32_t BucketAttentionPlugin::getNbOutputs() const noexcept
+void BucketAttentionPlugin::doOutputDataTypes(DataType* outputTypes, DataType const* inputTypes) const
 {
-    return kOUTPUTS;
+    (void) toSrdType(inputTypes[0]);
+    if (inputTypes[1] != inputTypes[0])
+    {
+        throw PluginError(std::string("q and v must have one type, got ") + typeName(inputTypes[0]) + " and "
+            + typeName(inputTypes[1]) + " (export the graph in one precision)");
+    }
+    if (inputTypes[2] != DataType::kINT32 || inputTypes[3] != DataType::kINT32)
+    {
+        throw PluginError("order and rank must be kINT32");
+    }
+    outputTypes[0] = inputTypes[1];
 }
 
-int32_t BucketAttentionPlugin::getOutputDataTypes(
-    DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes, int32_t nbInputs) const noexcept
+void BucketAttentionPlugin::doOutputShapes(
+    DimsExprs const* inputs, DimsExprs* outputs, IExprBuilder& /* exprBuilder */) const
 {
-    try
+    if (inputs[1].nbDims != 3)
     {
-        checkCounts(nbInputs, nbOutputs);
-        (void) toSrdType(inputTypes[0]);
-        if (inputTypes[1] != inputTypes[0])
-        {
-            throw PluginError(std::string("q and v must have one type, got ") + typeName(inputTypes[0]) + " and "
-                + typeName(inputTypes[1]) + " (export the graph in one precision)");
-        }
-        if (inputTypes[2] != DataType::kINT32 || inputTypes[3] != DataType::kINT32)
-        {
-            throw PluginError("order and rank must be kINT32");
-        }
-        outputTypes[0] = inputTypes[1];
-        return 0;
+        throw PluginError("v must be [N, L, C], got rank " + std::to_string(inputs[1].nbDims));
     }
-    catch (...)
-    {
-        logCurrentException(kNAME);
-    }
-    return -1;
+    outputs[0] = inputs[1]; // out: shaped like v
 }
 
-int32_t BucketAttentionPlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbInputs,
-    DimsExprs const* /* shapeInputs */, int32_t /* nbShapeInputs */, DimsExprs* outputs, int32_t nbOutputs,
-    IExprBuilder& /* exprBuilder */) noexcept
+bool BucketAttentionPlugin::doSupportsType(int32_t pos, DynamicPluginTensorDesc const* inOut) const noexcept
 {
-    try
-    {
-        checkCounts(nbInputs, nbOutputs);
-        if (inputs[1].nbDims != 3)
-        {
-            throw PluginError("v must be [N, L, C], got rank " + std::to_string(inputs[1].nbDims));
-        }
-        outputs[0] = inputs[1]; // out: shaped like v
-        return 0;
-    }
-    catch (...)
-    {
-        logCurrentException(kNAME);
-    }
-    return -1;
-}
-
-bool BucketAttentionPlugin::supportsFormatCombination(
-    int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept
-{
-    if (inOut == nullptr || nbInputs != kINPUTS || nbOutputs != kOUTPUTS || pos < 0 || pos >= kINPUTS + kOUTPUTS)
-    {
-        return false;
-    }
-    PluginTensorDesc const& desc = inOut[pos].desc;
-    if (desc.format != TensorFormat::kLINEAR)
-    {
-        return false;
-    }
+    DataType const type = inOut[pos].desc.type;
     switch (pos)
     {
-    case 0: return desc.type == DataType::kFLOAT || desc.type == DataType::kHALF; // q
+    case 0: return type == DataType::kFLOAT || type == DataType::kHALF; // q
     case 2:
-    case 3: return desc.type == DataType::kINT32; // order, rank
-    default: return desc.type == inOut[0].desc.type; // v and out: the type of q
+    case 3: return type == DataType::kINT32; // order, rank
+    default: return type == inOut[0].desc.type; // v and out: the type of q
     }
 }
 
-int32_t BucketAttentionPlugin::configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs,
-    DynamicPluginTensorDesc const* /* out */, int32_t nbOutputs) noexcept
+void BucketAttentionPlugin::doConfigure(DynamicPluginTensorDesc const* in) const
 {
-    try
+    // Ranks and types here; the extents of a dynamic profile are checked per shape in onShapeChange
+    // (the maxima of derived extents, like R*L, need not agree exactly).
+    requireRank(in[0].max, 3, "q");
+    requireRank(in[1].max, 3, "v");
+    requireRank(in[2].max, 2, "order");
+    requireRank(in[3].max, 2, "rank");
+    (void) toSrdType(in[0].desc.type);
+    if (in[1].desc.type != in[0].desc.type || in[2].desc.type != DataType::kINT32 || in[3].desc.type != DataType::kINT32)
     {
-        checkCounts(nbInputs, nbOutputs);
-        checkShapes(in[0].max, in[1].max, in[2].max, in[3].max, mNHashes);
-        if (in[0].min.nbDims == 3 && in[0].min.d[1] < mChunkSize)
-        {
-            std::ostringstream os;
-            os << "the profile allows L = " << in[0].min.d[1] << " < chunk_size = " << mChunkSize
-               << " (outside NLSN's domain): raise the profile's minimum input size";
-            throw PluginError(os.str());
-        }
-        Dims const& q = in[0].max;
-        Dims const& v = in[1].max;
-        size_t bytes{};
-        checkStatus(srd_bucket_attention_workspace_size(q.d[0], q.d[1], q.d[2], v.d[2], mChunkSize, mNHashes,
-                        toSrdType(in[0].desc.type), &bytes),
-            "srd_bucket_attention_workspace_size (largest shapes of the profile)");
+        throw PluginError(std::string("types must be q, v: one of kFLOAT/kHALF, order, rank: kINT32; got ")
+            + typeName(in[0].desc.type) + ", " + typeName(in[1].desc.type) + ", " + typeName(in[2].desc.type) + ", "
+            + typeName(in[3].desc.type));
+    }
+    if (in[0].min.nbDims == 3 && in[0].min.d[1] < mChunkSize)
+    {
+        std::ostringstream os;
+        os << "the profile allows L = " << in[0].min.d[1] << " < chunk_size = " << mChunkSize
+           << " (outside NLSN's domain): raise the profile's minimum input size";
+        throw PluginError(os.str());
+    }
+    if (isFixed(in[0]) && isFixed(in[1]) && isFixed(in[2]) && isFixed(in[3]))
+    {
+        Dims const dims[kNB_INPUTS] = {in[0].max, in[1].max, in[2].max, in[3].max};
+        doCheckShapes(dims); // a fixed profile whose extents disagree can never run
+    }
+}
+
+void BucketAttentionPlugin::doCheckShapes(Dims const* dims) const
+{
+    Dims const& q = dims[0];
+    Dims const& v = dims[1];
+    Dims const& order = dims[2];
+    Dims const& rank = dims[3];
+    requireRank(q, 3, "q");
+    requireRank(v, 3, "v");
+    requireRank(order, 2, "order");
+    requireRank(rank, 2, "rank");
+    bool const ok = v.d[0] == q.d[0] && v.d[1] == q.d[1] && order.d[0] == q.d[0] && order.d[1] == mNHashes * q.d[1]
+        && rank.d[0] == order.d[0] && rank.d[1] == order.d[1];
+    if (!ok)
+    {
+        std::ostringstream os;
+        os << "shapes disagree: q " << dimsString(q) << ", v " << dimsString(v) << ", order " << dimsString(order)
+           << ", rank " << dimsString(rank) << " (expected [N, L, c], [N, L, C], [N, " << mNHashes << "*L] twice)";
+        throw PluginError(os.str());
+    }
+}
+
+size_t BucketAttentionPlugin::doWorkspaceSize(Dims const* dims, DataType type) const
+{
+    Dims const& q = dims[0];
+    Dims const& v = dims[1];
+    requireRank(q, 3, "q");
+    requireRank(v, 3, "v");
+    if (volume(v) == 0 || volume(q) == 0)
+    {
         return 0;
     }
-    catch (...)
-    {
-        logCurrentException(kNAME);
-    }
-    return -1;
+    size_t bytes{};
+    checkStatus(srd_bucket_attention_workspace_size(
+                    q.d[0], q.d[1], q.d[2], v.d[2], mChunkSize, mNHashes, toSrdType(type), &bytes),
+        "srd_bucket_attention_workspace_size");
+    return bytes;
 }
 
-size_t BucketAttentionPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
-    DynamicPluginTensorDesc const* /* outputs */, int32_t nbOutputs) const noexcept
+void BucketAttentionPlugin::doEnqueue(PluginTensorDesc const* inputDesc, void const* const* inputs,
+    void* const* outputs, void* workspace, size_t workspaceBytes, cudaStream_t stream) const
 {
-    try
+    Dims const& q = inputDesc[0].dims;
+    Dims const& v = inputDesc[1].dims;
+    if (volume(q) == 0 || volume(v) == 0)
     {
-        checkCounts(nbInputs, nbOutputs);
-        Dims const& q = inputs[0].max;
-        Dims const& v = inputs[1].max;
-        requireRank(q, 3, "q");
-        requireRank(v, 3, "v");
-        if (volume(v) == 0 || volume(q) == 0)
-        {
-            return 0;
-        }
-        size_t bytes{};
-        checkStatus(srd_bucket_attention_workspace_size(q.d[0], q.d[1], q.d[2], v.d[2], mChunkSize, mNHashes,
-                        toSrdType(inputs[0].desc.type), &bytes),
-            "srd_bucket_attention_workspace_size");
-        return bytes;
+        return;
     }
-    catch (...)
-    {
-        logCurrentException(kNAME);
-    }
-    return 0;
-}
-
-int32_t BucketAttentionPlugin::onShapeChange(
-    PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const* /* out */, int32_t nbOutputs) noexcept
-{
-    try
-    {
-        checkCounts(nbInputs, nbOutputs);
-        Dims const& q = in[0].dims;
-        Dims const& v = in[1].dims;
-        checkShapes(q, v, in[2].dims, in[3].dims, mNHashes);
-        mWorkspaceBytes = 0;
-        if (volume(q) != 0 && volume(v) != 0)
-        {
-            checkStatus(srd_bucket_attention_workspace_size(q.d[0], q.d[1], q.d[2], v.d[2], mChunkSize, mNHashes,
-                            toSrdType(in[0].type), &mWorkspaceBytes),
-                "srd_bucket_attention_workspace_size");
-        }
-        return 0;
-    }
-    catch (...)
-    {
-        logCurrentException(kNAME);
-    }
-    return -1;
-}
-
-int32_t BucketAttentionPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* /* outputDesc */,
-    void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept
-{
-    try
-    {
-        Dims const& q = inputDesc[0].dims;
-        Dims const& v = inputDesc[1].dims;
-        if (volume(q) == 0 || volume(v) == 0)
-        {
-            return 0;
-        }
-        checkStatus(srd_bucket_attention(inputs[0], inputs[1], static_cast<int32_t const*>(inputs[2]),
-                        static_cast<int32_t const*>(inputs[3]), outputs[0], q.d[0], q.d[1], q.d[2], v.d[2],
-                        mChunkSize, mNHashes, mEps, toSrdType(inputDesc[0].type), workspace, mWorkspaceBytes,
-                        static_cast<void*>(stream)),
-            "srd_bucket_attention");
-        return 0;
-    }
-    catch (...)
-    {
-        logCurrentException(kNAME);
-    }
-    return -1;
+    checkStatus(srd_bucket_attention(inputs[0], inputs[1], static_cast<int32_t const*>(inputs[2]),
+                    static_cast<int32_t const*>(inputs[3]), outputs[0], q.d[0], q.d[1], q.d[2], v.d[2], mChunkSize,
+                    mNHashes, mEps, toSrdType(inputDesc[0].type), workspace, workspaceBytes,
+                    static_cast<void*>(stream)),
+        "srd_bucket_attention");
 }
 
 } // namespace trt

@@ -17,38 +17,30 @@ class BucketAttentionPlugin final : public PluginBase<BucketAttentionPlugin>
 {
 public:
     static constexpr char const* kNAME = "BucketAttention";
+    static constexpr int32_t kNB_INPUTS = 4;
+    static constexpr int32_t kNB_OUTPUTS = 1;
+    static constexpr char const* kIO = "takes 4 inputs (q, v, order, rank) and gives 1 output";
     static std::vector<FieldSpec> fieldSpecs();
 
     explicit BucketAttentionPlugin(FieldReader const& fields);
     BucketAttentionPlugin(BucketAttentionPlugin const&) = default;
     ~BucketAttentionPlugin() noexcept override = default;
 
+    // The op, for PluginBase (which owns the noexcept entry points).
     void appendFields(std::vector<PluginField>& fields);
-
-    // IPluginV3OneBuild
-    int32_t configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* out,
-        int32_t nbOutputs) noexcept override;
-    int32_t getOutputDataTypes(
-        DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes, int32_t nbInputs) const noexcept override;
-    int32_t getOutputShapes(DimsExprs const* inputs, int32_t nbInputs, DimsExprs const* shapeInputs,
-        int32_t nbShapeInputs, DimsExprs* outputs, int32_t nbOutputs, IExprBuilder& exprBuilder) noexcept override;
-    bool supportsFormatCombination(
-        int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept override;
-    int32_t getNbOutputs() const noexcept override;
-    size_t getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
-        DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept override;
-
-    // IPluginV3OneRuntime
-    int32_t onShapeChange(
-        PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
-    int32_t enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* outputDesc, void const* const* inputs,
-        void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
+    void doOutputDataTypes(DataType* outputTypes, DataType const* inputTypes) const;
+    void doOutputShapes(DimsExprs const* inputs, DimsExprs* outputs, IExprBuilder& exprBuilder) const;
+    bool doSupportsType(int32_t pos, DynamicPluginTensorDesc const* inOut) const noexcept;
+    void doConfigure(DynamicPluginTensorDesc const* in) const;
+    void doCheckShapes(Dims const* dims) const;
+    size_t doWorkspaceSize(Dims const* dims, DataType type) const;
+    void doEnqueue(PluginTensorDesc const* inputDesc, void const* const* inputs, void* const* outputs, void* workspace,
+        size_t workspaceBytes, cudaStream_t stream) const;
 
 private:
     int32_t mChunkSize{};
     int32_t mNHashes{};
     float mEps{};
-    size_t mWorkspaceBytes{}; //!< for the shapes of the last onShapeChange()
 };
 
 using BucketAttentionPluginCreator = PluginCreator<BucketAttentionPlugin>;

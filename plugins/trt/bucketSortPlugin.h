@@ -16,36 +16,28 @@ class BucketSortPlugin final : public PluginBase<BucketSortPlugin>
 {
 public:
     static constexpr char const* kNAME = "BucketSort";
+    static constexpr int32_t kNB_INPUTS = 1;
+    static constexpr int32_t kNB_OUTPUTS = 2;
+    static constexpr char const* kIO = "takes 1 input (codes) and gives 2 outputs (order, rank)";
     static std::vector<FieldSpec> fieldSpecs();
 
     explicit BucketSortPlugin(FieldReader const& fields);
     BucketSortPlugin(BucketSortPlugin const&) = default;
     ~BucketSortPlugin() noexcept override = default;
 
+    // The op, for PluginBase (which owns the noexcept entry points).
     void appendFields(std::vector<PluginField>& fields);
-
-    // IPluginV3OneBuild
-    int32_t configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* out,
-        int32_t nbOutputs) noexcept override;
-    int32_t getOutputDataTypes(
-        DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes, int32_t nbInputs) const noexcept override;
-    int32_t getOutputShapes(DimsExprs const* inputs, int32_t nbInputs, DimsExprs const* shapeInputs,
-        int32_t nbShapeInputs, DimsExprs* outputs, int32_t nbOutputs, IExprBuilder& exprBuilder) noexcept override;
-    bool supportsFormatCombination(
-        int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept override;
-    int32_t getNbOutputs() const noexcept override;
-    size_t getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
-        DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept override;
-
-    // IPluginV3OneRuntime
-    int32_t onShapeChange(
-        PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
-    int32_t enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* outputDesc, void const* const* inputs,
-        void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
+    void doOutputDataTypes(DataType* outputTypes, DataType const* inputTypes) const;
+    void doOutputShapes(DimsExprs const* inputs, DimsExprs* outputs, IExprBuilder& exprBuilder) const;
+    bool doSupportsType(int32_t pos, DynamicPluginTensorDesc const* inOut) const noexcept;
+    void doConfigure(DynamicPluginTensorDesc const* in) const;
+    void doCheckShapes(Dims const* dims) const;
+    size_t doWorkspaceSize(Dims const* dims, DataType type) const;
+    void doEnqueue(PluginTensorDesc const* inputDesc, void const* const* inputs, void* const* outputs, void* workspace,
+        size_t workspaceBytes, cudaStream_t stream) const;
 
 private:
     int32_t mNumBuckets{};
-    size_t mWorkspaceBytes{}; //!< for the shapes of the last onShapeChange()
 };
 
 using BucketSortPluginCreator = PluginCreator<BucketSortPlugin>;

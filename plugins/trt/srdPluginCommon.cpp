@@ -1,6 +1,6 @@
 #include "srdPluginCommon.h"
 
-#include <atomic>
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -154,6 +154,41 @@ int64_t volume(Dims const& dims) noexcept
         n *= dims.d[i];
     }
     return n;
+}
+
+bool isFixed(DynamicPluginTensorDesc const& desc) noexcept
+{
+    Dims const& lo = desc.min;
+    Dims const& hi = desc.max;
+    return lo.nbDims == hi.nbDims && lo.nbDims >= 0 && std::equal(lo.d, lo.d + lo.nbDims, hi.d);
+}
+
+bool ShapeMemo::matches(PluginTensorDesc const* in, int32_t nbInputs) const noexcept
+{
+    if (mInputs.size() != static_cast<size_t>(nbInputs))
+    {
+        return false;
+    }
+    for (int32_t i = 0; i < nbInputs; ++i)
+    {
+        Dims const& a = mInputs[static_cast<size_t>(i)].first;
+        Dims const& b = in[i].dims;
+        if (mInputs[static_cast<size_t>(i)].second != in[i].type || a.nbDims != b.nbDims || a.nbDims < 0
+            || !std::equal(a.d, a.d + a.nbDims, b.d))
+        {
+            return false;
+        }
+    }
+    return true;
+}
+
+void ShapeMemo::remember(PluginTensorDesc const* in, int32_t nbInputs)
+{
+    mInputs.clear();
+    for (int32_t i = 0; i < nbInputs; ++i)
+    {
+        mInputs.emplace_back(in[i].dims, in[i].type);
+    }
 }
 
 FieldReader::FieldReader(PluginFieldCollection const* fc)

@@ -6,7 +6,8 @@
  *  - reading attributes from a PluginFieldCollection (the ONNX parser gives INT as kINT32 and
  *    FLOAT as kFLOAT32; kINT64 / kFLOAT64 are accepted too, for hand-made collections);
  *  - PluginBase: the IPluginV3 / IPluginV3OneCore / IPluginV3OneBuild / IPluginV3OneRuntime object
- *    every plugin is, with the parts that do not depend on the op;
+ *    every plugin is: every noexcept entry point (count checks, catch, log), the timing cache ID, the
+ *    memo of the last shapes; the plugins implement the op as throwing do... methods;
  *  - PluginCreator: the IPluginCreatorV3One of a plugin, from the plugin's static field list.
  *
  * Every TensorRT entry point is noexcept: errors are caught, logged with the op's name and turned
@@ -18,12 +19,14 @@
 #include "NvInferRuntime.h"
 #include "srdeploy_kernels.h"
 
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <exception>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #if defined(__GNUC__)
@@ -88,6 +91,8 @@ std::string dimsString(Dims const& dims);
 void requireRank(Dims const& dims, int32_t rank, char const* what);
 //! Product of the extents (0 for an empty tensor).
 int64_t volume(Dims const& dims) noexcept;
+//! Whether the profile fixes this tensor's shape (min == max): then its extents are known at build time.
+bool isFixed(DynamicPluginTensorDesc const& desc) noexcept;
 
 // ---------------------------------------------------------------------------------- attributes
 
@@ -113,8 +118,50 @@ private:
 
 // ----------------------------------------------------------------------------------- base class
 
-//! The op-independent half of a plugin. Derived provides (besides its IPluginV3OneBuild /
-//! IPluginV3OneRuntime overrides) a copy constructor and a static constexpr char const* kNAME.
+//! The noexcept edge: runs fn, returns 0; an exception is logged as an error of op and gives -1.
+template <typename Fn>
+int32_t guarded(char const* op, Fn&& fn) noexcept
+{
+    try
+    {
+        fn();
+        return 0;
+    }
+    catch (...)
+    {
+        logCurrentException(op);
+    }
+    return -1;
+}
+
+//! The dims and types of the inputs of the last successful onShapeChange(): TensorRT calls it before
+//! every enqueue when tensor addresses are set per call (tiles), and the workspace query behind it
+//! (a CUB size query for BucketSort) need not run again while the shapes stay those of the last call.
+class ShapeMemo
+{
+public:
+    bool matches(PluginTensorDesc const* in, int32_t nbInputs) const noexcept;
+    void remember(PluginTensorDesc const* in, int32_t nbInputs);
+    void forget() noexcept
+    {
+        mInputs.clear();
+    }
+
+private:
+    std::vector<std::pair<Dims, DataType>> mInputs;
+};
+
+//! Every IPluginV3 entry point of a plugin, noexcept: counts of inputs and outputs checked, errors
+//! caught and logged as "[srdeploy] <op>: <reason>" and turned into -1 / 0 / false / nullptr.
+//! Derived implements the op as throwing methods and constants:
+//!   kNAME, kNB_INPUTS, kNB_OUTPUTS, kIO ("takes 1 input (codes) and gives 2 outputs (order, rank)"),
+//!   fieldSpecs(), a constructor from FieldReader (calling describe()), appendFields(),
+//!   doOutputDataTypes(outTypes, inTypes), doOutputShapes(inputs, outputs, exprBuilder),
+//!   doSupportsType(pos, inOut) (the format is LINEAR, pos in range),
+//!   doConfigure(in) (ranks and types; extents only where the profile fixes them),
+//!   doCheckShapes(dims) (exact extents of the actual input dims),
+//!   doWorkspaceSize(dims, type) (for input dims, the profile maxima or the actual ones),
+//!   doEnqueue(inputDesc, inputs, outputs, workspace, workspaceBytes, stream).
 template <typename Derived>
 class PluginBase : public IPluginV3,
                    public nvinfer1::IPluginV3OneCore,
@@ -138,15 +185,9 @@ public:
 
     IPluginV3* clone() noexcept override
     {
-        try
-        {
-            return new Derived(static_cast<Derived const&>(*this));
-        }
-        catch (...)
-        {
-            logCurrentException(Derived::kNAME);
-        }
-        return nullptr;
+        IPluginV3* copy{nullptr};
+        guarded(Derived::kNAME, [&] { copy = new Derived(self()); });
+        return copy;
     }
 
     // IPluginV3OneCore
@@ -163,13 +204,77 @@ public:
         return kPLUGIN_NAMESPACE;
     }
 
-    // IPluginV3OneBuild: the op-independent parts
+    // IPluginV3OneBuild
     char const* getMetadataString() noexcept override
     {
         return mMetadata.c_str();
     }
 
-    // IPluginV3OneRuntime: the op-independent parts
+    //! Non-null, so that a timing cache (trtexec --timingCacheFile) keeps this plugin's timings. TensorRT
+    //! prefixes the I/O shapes and formats; the attributes are the rest of what the kernels depend on.
+    char const* getTimingCacheID() noexcept override
+    {
+        return mTimingCacheID.c_str();
+    }
+
+    int32_t getNbOutputs() const noexcept override
+    {
+        return Derived::kNB_OUTPUTS;
+    }
+
+    int32_t getOutputDataTypes(
+        DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes, int32_t nbInputs) const noexcept override
+    {
+        return guarded(Derived::kNAME, [&] {
+            checkCounts(nbInputs, nbOutputs);
+            self().doOutputDataTypes(outputTypes, inputTypes);
+        });
+    }
+
+    int32_t getOutputShapes(DimsExprs const* inputs, int32_t nbInputs, DimsExprs const* /* shapeInputs */,
+        int32_t /* nbShapeInputs */, DimsExprs* outputs, int32_t nbOutputs, IExprBuilder& exprBuilder) noexcept override
+    {
+        return guarded(Derived::kNAME, [&] {
+            checkCounts(nbInputs, nbOutputs);
+            self().doOutputShapes(inputs, outputs, exprBuilder);
+        });
+    }
+
+    bool supportsFormatCombination(
+        int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept override
+    {
+        // Asked many times while TensorRT searches formats: no logging, a plain no.
+        return inOut != nullptr && nbInputs == Derived::kNB_INPUTS && nbOutputs == Derived::kNB_OUTPUTS && pos >= 0
+            && pos < nbInputs + nbOutputs && inOut[pos].desc.format == TensorFormat::kLINEAR
+            && self().doSupportsType(pos, inOut);
+    }
+
+    int32_t configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* /* out */,
+        int32_t nbOutputs) noexcept override
+    {
+        return guarded(Derived::kNAME, [&] {
+            checkCounts(nbInputs, nbOutputs);
+            self().doConfigure(in);
+        });
+    }
+
+    size_t getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
+        DynamicPluginTensorDesc const* /* outputs */, int32_t nbOutputs) const noexcept override
+    {
+        size_t bytes{0};
+        guarded(Derived::kNAME, [&] {
+            checkCounts(nbInputs, nbOutputs);
+            std::array<Dims, Derived::kNB_INPUTS> dims{};
+            for (int32_t i = 0; i < Derived::kNB_INPUTS; ++i)
+            {
+                dims[i] = inputs[i].max; // the largest shapes of the profile
+            }
+            bytes = self().doWorkspaceSize(dims.data(), inputs[0].desc.type);
+        });
+        return bytes;
+    }
+
+    // IPluginV3OneRuntime
     IPluginV3* attachToContext(IPluginResourceContext* /* context */) noexcept override
     {
         return clone(); // no per-context resources: workspace comes from TensorRT
@@ -178,10 +283,41 @@ public:
     PluginFieldCollection const* getFieldsToSerialize() noexcept override
     {
         mSerialFields.clear();
-        static_cast<Derived*>(this)->appendFields(mSerialFields);
+        if (guarded(Derived::kNAME, [&] { self().appendFields(mSerialFields); }) != 0)
+        {
+            return nullptr;
+        }
         mSerialCollection.nbFields = static_cast<int32_t>(mSerialFields.size());
         mSerialCollection.fields = mSerialFields.data();
         return &mSerialCollection;
+    }
+
+    int32_t onShapeChange(
+        PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const* /* out */, int32_t nbOutputs) noexcept override
+    {
+        return guarded(Derived::kNAME, [&] {
+            checkCounts(nbInputs, nbOutputs);
+            if (mLastShapes.matches(in, nbInputs))
+            {
+                return; // mWorkspaceBytes still holds
+            }
+            mLastShapes.forget();
+            std::array<Dims, Derived::kNB_INPUTS> dims{};
+            for (int32_t i = 0; i < Derived::kNB_INPUTS; ++i)
+            {
+                dims[i] = in[i].dims;
+            }
+            self().doCheckShapes(dims.data());
+            mWorkspaceBytes = self().doWorkspaceSize(dims.data(), in[0].type);
+            mLastShapes.remember(in, nbInputs);
+        });
+    }
+
+    int32_t enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* /* outputDesc */,
+        void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override
+    {
+        return guarded(Derived::kNAME,
+            [&] { self().doEnqueue(inputDesc, inputs, outputs, workspace, mWorkspaceBytes, stream); });
     }
 
 protected:
@@ -192,14 +328,44 @@ protected:
         , nvinfer1::IPluginV3OneBuild(other)
         , nvinfer1::IPluginV3OneRuntime(other)
         , mMetadata(other.mMetadata)
+        , mTimingCacheID(other.mTimingCacheID)
+        , mLastShapes(other.mLastShapes)
+        , mWorkspaceBytes(other.mWorkspaceBytes)
     {
         // mSerialFields point into the object they were made for: rebuilt on demand, never copied.
     }
     PluginBase& operator=(PluginBase const&) = delete;
 
-    std::string mMetadata; //!< "name=value ..." of the attributes (engine inspector)
+    //! Records the attributes ("name=value ...") for the engine inspector and the timing cache.
+    void describe(std::string const& attributes)
+    {
+        mMetadata = attributes;
+        mTimingCacheID = std::string(kPLUGIN_NAMESPACE) + "::" + Derived::kNAME + "/" + kPLUGIN_VERSION + " " + attributes;
+    }
 
 private:
+    Derived const& self() const noexcept
+    {
+        return static_cast<Derived const&>(*this);
+    }
+    Derived& self() noexcept
+    {
+        return static_cast<Derived&>(*this);
+    }
+
+    static void checkCounts(int32_t nbInputs, int32_t nbOutputs)
+    {
+        if (nbInputs != Derived::kNB_INPUTS || nbOutputs != Derived::kNB_OUTPUTS)
+        {
+            throw PluginError(std::string(Derived::kIO) + ", got " + std::to_string(nbInputs) + " and "
+                + std::to_string(nbOutputs));
+        }
+    }
+
+    std::string mMetadata;      //!< "name=value ..." of the attributes (engine inspector)
+    std::string mTimingCacheID; //!< "srdeploy::<op>/1 <attributes>"
+    ShapeMemo mLastShapes;
+    size_t mWorkspaceBytes{}; //!< for the shapes of the last onShapeChange()
     std::vector<PluginField> mSerialFields;
     PluginFieldCollection mSerialCollection{};
 };
@@ -229,15 +395,9 @@ public:
     {
         // The build and the runtime phase read the same fields: getFieldsToSerialize() writes the
         // attributes under the names and types of getFieldNames().
-        try
-        {
-            return new Plugin(FieldReader(fc));
-        }
-        catch (...)
-        {
-            logCurrentException(Plugin::kNAME);
-        }
-        return nullptr;
+        IPluginV3* plugin{nullptr};
+        guarded(Plugin::kNAME, [&] { plugin = new Plugin(FieldReader(fc)); });
+        return plugin;
     }
 
     PluginFieldCollection const* getFieldNames() noexcept override
