@@ -48,7 +48,7 @@ def source_position(p, L, pad):
 
 def key_position(j, chunk, cs, nc):
     """keyPosition: key j in [0, 3cs) of `chunk` -> sorted position; own, previous, next (cyclic)."""
-    which = j // cs
+    which = (j >= cs).astype(int) + (j >= 2 * cs)  # the kernel's two compares (j < 3cs)
     kc = np.where(which == 1, nc - 1 if chunk == 0 else chunk - 1,
                   np.where(which == 2, 0 if chunk == nc - 1 else chunk + 1, chunk))
     return kc * cs + (j - which * cs)

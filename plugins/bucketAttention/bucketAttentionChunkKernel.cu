@@ -222,14 +222,25 @@ attentionChunk(const T* __restrict__ sq, const T* __restrict__ sk, const T* __re
     const int nTiles = ceilDiv(nKeys, kTileKeys);
     const int rowsPerPass = g.warps * kFragRows;
     const int qChunks = g.ldQ / kV;  // 16-byte chunks per query/key row
-    constexpr int vChunks = BC / kV;
+    constexpr int vChunks = BC / kV;  // a power of two: / and % are shifts
+    // (row, chunk) of this thread's first query/key copy and the step per nThreads copies, so
+    // the copy loops divide by the run-time qChunks once, here.
+    const int qRow0 = tid / qChunks, qCh0 = tid - qRow0 * qChunks;
+    const int qRowStep = nThreads / qChunks, qChStep = nThreads - qRowStep * qChunks;
+    auto nextCopy = [&](int& row, int& ch) {
+        row += qRowStep;
+        ch += qChStep;
+        if (ch >= qChunks) {
+            ch -= qChunks;
+            ++row;
+        }
+    };
 
     // Key tile t -> buffer: rows past 3cs and columns past the row are zero-filled.
     auto loadKV = [&](int t, int buf, int col0) {
         T* kDst = Ks + static_cast<size_t>(buf) * kTileKeys * sm.ldq;
         T* vDst = Vs + static_cast<size_t>(buf) * kTileKeys * sm.ldv;
-        for (int i = tid; i < kTileKeys * qChunks; i += nThreads) {
-            const int row = i / qChunks, ch = i - row * qChunks;
+        for (int row = qRow0, ch = qCh0; row < kTileKeys; nextCopy(row, ch)) {
             const int j = t * kTileKeys + row;
             const bool valid = j < nKeys;
             const T* src = valid ? sk + (round0 + keyPosition(j, chunk, g.cs, g.nc)) * g.ldQ + ch * kV : sk;
@@ -251,8 +262,7 @@ attentionChunk(const T* __restrict__ sq, const T* __restrict__ sk, const T* __re
             const int rowBase = pass * rowsPerPass;  // first query row (in the chunk) of the pass
             // This pass's queries and key tile 0 form the first cp.async group. The previous
             // unit's last barrier guarantees nobody still reads Qs/Ks/Vs.
-            for (int i = tid; i < rowsPerPass * qChunks; i += nThreads) {
-                const int row = i / qChunks, ch = i - row * qChunks;
+            for (int row = qRow0, ch = qCh0; row < rowsPerPass; nextCopy(row, ch)) {
                 const int qi = rowBase + row;
                 const bool valid = qi < g.cs;
                 const T* src = valid ? sq + (round0 + static_cast<size_t>(chunk) * g.cs + qi) * g.ldQ + ch * kV : sq;

@@ -21,9 +21,9 @@ __device__ __forceinline__ int wrapIndex(int32_t i, int L) {
 
 // Sorted position (within the round) of key j in [0, 3cs) of `chunk` among nc chunks: own,
 // previous, next chunk (cyclic). For nc = 1 or 2 a chunk appears more than once and counts more
-// than once, as in the reference.
+// than once, as in the reference. (Two compares instead of j / cs: this runs per copied row.)
 __device__ __forceinline__ int keyPosition(int j, int chunk, int cs, int nc) {
-    const int which = j / cs;
+    const int which = (j >= cs) + (j >= 2 * cs);
     int kc = chunk;
     if (which == 1) kc = chunk == 0 ? nc - 1 : chunk - 1;
     if (which == 2) kc = chunk == nc - 1 ? 0 : chunk + 1;
