@@ -192,8 +192,8 @@ def chunk_launch(cs, C):
 
 
 def emulate_chunk(q, v, order, rank, cs, R, eps, precision="fp32", rnd=no_rounding):
-    """bucketAttentionChunkKernel.cu: pre-gather into sorted buffers, one block per (chunk,
-    round, n) looping over column tiles and passes, K/V tiles in the kernel's order."""
+    """bucketAttentionChunkKernel.cu: pre-gather into sorted buffers, then one block per (n,
+    round, chunk, pass, column tile) streaming the K/V tiles in the kernel's order."""
     N, L, c = q.shape
     C = v.shape[-1]
     tiling = CHUNK_TILING[precision]

@@ -5,11 +5,13 @@
 //    bitwise equal) and its value into workspace buffers in sorted order, padding included
 //    (p >= L repeats sorted row p - pad). Rows are zero-padded to 16 bytes (fp16 queries/keys to
 //    16 elements, the mma k-step), so everything after this reads contiguous 16-byte chunks.
-// 2. attentionChunk: one block per (n, round, chunk). Warp w owns 16 query rows; a block covers
-//    `warps` x 16 rows per pass (cs = 144: 2 passes of 5 warps) and loops over passes and over
-//    column tiles of C (up to 128 wide). The 3*cs keys (own, previous, next chunk, cyclic)
-//    stream through shared memory in tiles (64 keys fp16, 32 fp32) with cp.async double
-//    buffering and 16-byte copies; softmax is online, in registers:
+// 2. attentionChunk: one block per (n, round, chunk, pass, column tile). Warp w owns 16 query
+//    rows; a pass is `warps` x 16 rows of the chunk (cs = 144: 2 passes of 5 warps), a column
+//    tile up to 128 columns of C. (Each pass and column tile streams the chunk's keys anyway, so
+//    one block per unit costs no extra traffic and gives 4x the blocks of one block per chunk at
+//    cs = 144, C = 256: small inputs still fill the GPU.) The 3*cs keys (own, previous, next
+//    chunk, cyclic) stream through shared memory in tiles (64 keys fp16, 32 fp32) with
+//    cp.async double buffering and 16-byte copies; softmax is online, in registers:
 //      fp16: mma.sync m16n8k16 (fp16 in, fp32 accumulate); the S accumulators become the P
 //            A-fragments in registers (no shared-memory round trip), V B-fragments come from
 //            ldmatrix.trans; one pass over the keys.
@@ -216,7 +218,12 @@ attentionChunk(const T* __restrict__ sq, const T* __restrict__ sk, const T* __re
 
     const int tid = threadIdx.x, nThreads = blockDim.x;
     const int warp = tid >> 5, lane = tid & 31, gq = lane >> 2, tig = lane & 3;
-    const int chunk = blockIdx.x, r = blockIdx.y, n = blockIdx.z;
+    // blockIdx.x = (chunk * passes + pass) * cTiles + ct: the blocks of a chunk are neighbours,
+    // so the key tiles they all stream are read from L2 after the first.
+    const int ct = blockIdx.x % g.cTiles;
+    const int pass = (blockIdx.x / g.cTiles) % g.passes;
+    const int chunk = blockIdx.x / (g.cTiles * g.passes);
+    const int r = blockIdx.y, n = blockIdx.z;
     const size_t round0 = (static_cast<size_t>(n) * g.R + r) * g.Lp;  // first sorted row of the round
     const int nKeys = 3 * g.cs;
     const int nTiles = ceilDiv(nKeys, kTileKeys);
@@ -256,191 +263,186 @@ attentionChunk(const T* __restrict__ sq, const T* __restrict__ sk, const T* __re
         }
     };
 
-    for (int ct = 0; ct < g.cTiles; ++ct) {
-        const int col0 = ct * BC;
-        for (int pass = 0; pass < g.passes; ++pass) {
-            const int rowBase = pass * rowsPerPass;  // first query row (in the chunk) of the pass
-            // This pass's queries and key tile 0 form the first cp.async group. The previous
-            // unit's last barrier guarantees nobody still reads Qs/Ks/Vs.
-            for (int row = qRow0, ch = qCh0; row < rowsPerPass; nextCopy(row, ch)) {
-                const int qi = rowBase + row;
-                const bool valid = qi < g.cs;
-                const T* src = valid ? sq + (round0 + static_cast<size_t>(chunk) * g.cs + qi) * g.ldQ + ch * kV : sq;
-                cpAsync16(Qs + row * sm.ldq + ch * kV, src, valid);
-            }
-            loadKV(0, 0, col0);
+    const int col0 = ct * BC;
+    const int rowBase = pass * rowsPerPass;  // first query row (in the chunk) of the pass
+    // The queries and key tile 0 form the first cp.async group.
+    for (int row = qRow0, ch = qCh0; row < rowsPerPass; nextCopy(row, ch)) {
+        const int qi = rowBase + row;
+        const bool valid = qi < g.cs;
+        const T* src = valid ? sq + (round0 + static_cast<size_t>(chunk) * g.cs + qi) * g.ldQ + ch * kV : sq;
+        cpAsync16(Qs + row * sm.ldq + ch * kV, src, valid);
+    }
+    loadKV(0, 0, col0);
+    cpAsyncCommit();
+
+    float rowMax[2] = {-INFINITY, -INFINITY}, rowSum[2] = {0.f, 0.f};
+    // Accumulators in the mma D layout, o[f][0..1] row g, o[f][2..3] row g + 8:
+    //   fp16: n8 tile f, columns 8f + 2t + 0..1;
+    //   fp32: columns 4t + 16(f/2) + 2(f%2) + 0..1 (a float4 of V per f pair).
+    constexpr int kAcc = BC / 8;
+    float o[kAcc][4];
+#pragma unroll
+    for (int f = 0; f < kAcc; ++f) o[f][0] = o[f][1] = o[f][2] = o[f][3] = 0.f;
+
+    const int qRow = warp * kFragRows;  // the warp's first row in Qs
+    for (int t = 0; t < nTiles; ++t) {
+        const int buf = t & 1;
+        if (t + 1 < nTiles) {
+            loadKV(t + 1, buf ^ 1, col0);  // buffer buf^1 was released by the last barrier
             cpAsyncCommit();
+            cpAsyncWait<1>();
+        } else {
+            cpAsyncWait<0>();
+        }
+        __syncthreads();  // tile t (and the queries) visible to every warp
+        const T* Kt = Ks + static_cast<size_t>(buf) * kTileKeys * sm.ldq;
+        const T* Vt = Vs + static_cast<size_t>(buf) * kTileKeys * sm.ldv;
+        const int keyBase = t * kTileKeys;
 
-            float rowMax[2] = {-INFINITY, -INFINITY}, rowSum[2] = {0.f, 0.f};
-            // Accumulators in the mma D layout, o[f][0..1] row g, o[f][2..3] row g + 8:
-            //   fp16: n8 tile f, columns 8f + 2t + 0..1;
-            //   fp32: columns 4t + 16(f/2) + 2(f%2) + 0..1 (a float4 of V per f pair).
-            constexpr int kAcc = BC / 8;
-            float o[kAcc][4];
+        // sc[h][i]: score of row g + 8h against the i-th key this lane holds:
+        //   fp16: key 8(i/2) + 2t + i%2 (mma D layout); fp32: key t + 4i.
+        float sc[2][kKeysPerLane];
 #pragma unroll
-            for (int f = 0; f < kAcc; ++f) o[f][0] = o[f][1] = o[f][2] = o[f][3] = 0.f;
-
-            const int qRow = warp * kFragRows;  // the warp's first row in Qs
-            for (int t = 0; t < nTiles; ++t) {
-                const int buf = t & 1;
-                if (t + 1 < nTiles) {
-                    loadKV(t + 1, buf ^ 1, col0);  // buffer buf^1 was released by the last barrier
-                    cpAsyncCommit();
-                    cpAsyncWait<1>();
-                } else {
-                    cpAsyncWait<0>();
+        for (int i = 0; i < kKeysPerLane; ++i) sc[0][i] = sc[1][i] = 0.f;
+        if constexpr (kHalf) {
+            float s4[8][4];
+#pragma unroll
+            for (int j = 0; j < 8; ++j) s4[j][0] = s4[j][1] = s4[j][2] = s4[j][3] = 0.f;
+            for (int d0 = 0; d0 < g.ldQ; d0 += 16) {
+                uint32_t a[4];
+                const __half* qa = Qs + (qRow + gq) * sm.ldq + d0 + 2 * tig;
+                a[0] = lds32(qa);
+                a[1] = lds32(qa + 8 * sm.ldq);
+                a[2] = lds32(qa + 8);
+                a[3] = lds32(qa + 8 * sm.ldq + 8);
+#pragma unroll
+                for (int j = 0; j < 8; ++j) {
+                    const __half* kb = Kt + (8 * j + gq) * sm.ldq + d0 + 2 * tig;
+                    mma16816(s4[j], a, lds32(kb), lds32(kb + 8));
                 }
-                __syncthreads();  // tile t (and the queries) visible to every warp
-                const T* Kt = Ks + static_cast<size_t>(buf) * kTileKeys * sm.ldq;
-                const T* Vt = Vs + static_cast<size_t>(buf) * kTileKeys * sm.ldv;
-                const int keyBase = t * kTileKeys;
-
-                // sc[h][i]: score of row g + 8h against the i-th key this lane holds:
-                //   fp16: key 8(i/2) + 2t + i%2 (mma D layout); fp32: key t + 4i.
-                float sc[2][kKeysPerLane];
-#pragma unroll
-                for (int i = 0; i < kKeysPerLane; ++i) sc[0][i] = sc[1][i] = 0.f;
-                if constexpr (kHalf) {
-                    float s4[8][4];
-#pragma unroll
-                    for (int j = 0; j < 8; ++j) s4[j][0] = s4[j][1] = s4[j][2] = s4[j][3] = 0.f;
-                    for (int d0 = 0; d0 < g.ldQ; d0 += 16) {
-                        uint32_t a[4];
-                        const __half* qa = Qs + (qRow + gq) * sm.ldq + d0 + 2 * tig;
-                        a[0] = lds32(qa);
-                        a[1] = lds32(qa + 8 * sm.ldq);
-                        a[2] = lds32(qa + 8);
-                        a[3] = lds32(qa + 8 * sm.ldq + 8);
-#pragma unroll
-                        for (int j = 0; j < 8; ++j) {
-                            const __half* kb = Kt + (8 * j + gq) * sm.ldq + d0 + 2 * tig;
-                            mma16816(s4[j], a, lds32(kb), lds32(kb + 8));
-                        }
-                    }
-#pragma unroll
-                    for (int j = 0; j < 8; ++j) {
-                        sc[0][2 * j] = s4[j][0];
-                        sc[0][2 * j + 1] = s4[j][1];
-                        sc[1][2 * j] = s4[j][2];
-                        sc[1][2 * j + 1] = s4[j][3];
-                    }
-#pragma unroll
-                    for (int i = 0; i < 16; ++i)
-                        if (keyBase + 8 * (i / 2) + 2 * tig + (i & 1) >= nKeys) sc[0][i] = sc[1][i] = -INFINITY;
-                } else {
-                    for (int d = 0; d < g.ldQ; d += 4) {
-                        const float4 a0 = *reinterpret_cast<const float4*>(&Qs[(qRow + gq) * sm.ldq + d]);
-                        const float4 a1 = *reinterpret_cast<const float4*>(&Qs[(qRow + gq + 8) * sm.ldq + d]);
-#pragma unroll
-                        for (int i = 0; i < kKeysPerLane; ++i) {
-                            const float4 k = *reinterpret_cast<const float4*>(&Kt[(tig + 4 * i) * sm.ldq + d]);
-                            sc[0][i] = fmaf(a0.x, k.x, sc[0][i]);
-                            sc[0][i] = fmaf(a0.y, k.y, sc[0][i]);
-                            sc[0][i] = fmaf(a0.z, k.z, sc[0][i]);
-                            sc[0][i] = fmaf(a0.w, k.w, sc[0][i]);
-                            sc[1][i] = fmaf(a1.x, k.x, sc[1][i]);
-                            sc[1][i] = fmaf(a1.y, k.y, sc[1][i]);
-                            sc[1][i] = fmaf(a1.z, k.z, sc[1][i]);
-                            sc[1][i] = fmaf(a1.w, k.w, sc[1][i]);
-                        }
-                    }
-#pragma unroll
-                    for (int i = 0; i < kKeysPerLane; ++i)
-                        if (keyBase + tig + 4 * i >= nKeys) sc[0][i] = sc[1][i] = -INFINITY;
-                }
-
-                const float alpha0 = softmaxUpdate(sc[0], rowMax[0], rowSum[0]);
-                const float alpha1 = softmaxUpdate(sc[1], rowMax[1], rowSum[1]);
-#pragma unroll
-                for (int f = 0; f < kAcc; ++f) {
-                    o[f][0] *= alpha0;
-                    o[f][1] *= alpha0;
-                    o[f][2] *= alpha1;
-                    o[f][3] *= alpha1;
-                }
-
-                if constexpr (kHalf) {
-                    // P (rounded to fp16) straight from the score registers: keys 16kk..16kk+15
-                    // are the D fragments 2kk, 2kk+1, which is the A fragment layout.
-#pragma unroll
-                    for (int kk = 0; kk < kTileKeys / 16; ++kk) {
-                        uint32_t a[4];
-                        a[0] = packHalf2(sc[0][4 * kk], sc[0][4 * kk + 1]);
-                        a[1] = packHalf2(sc[1][4 * kk], sc[1][4 * kk + 1]);
-                        a[2] = packHalf2(sc[0][4 * kk + 2], sc[0][4 * kk + 3]);
-                        a[3] = packHalf2(sc[1][4 * kk + 2], sc[1][4 * kk + 3]);
-                        // Matrix m of the x4: keys 16kk + 8(m%2) + (lane%8), columns 16jj + 8(m/2).
-                        const __half* vRow = Vt + (16 * kk + (lane & 7) + 8 * ((lane >> 3) & 1)) * sm.ldv + 8 * (lane >> 4);
-#pragma unroll
-                        for (int jj = 0; jj < BC / 16; ++jj) {
-                            uint32_t b[4];
-                            ldmatrixX4Trans(b, vRow + 16 * jj);
-                            mma16816(o[2 * jj], a, b[0], b[1]);
-                            mma16816(o[2 * jj + 1], a, b[2], b[3]);
-                        }
-                    }
-                } else {
-                    constexpr int kLdP = Traits<T>::kLdP;
-                    float* Pw = reinterpret_cast<float*>(smemRaw + sm.p) + warp * kFragRows * kLdP;
-#pragma unroll
-                    for (int i = 0; i < kKeysPerLane; ++i) {
-                        Pw[gq * kLdP + tig + 4 * i] = sc[0][i];
-                        Pw[(gq + 8) * kLdP + tig + 4 * i] = sc[1][i];
-                    }
-                    __syncwarp();
-#pragma unroll 4
-                    for (int k = 0; k < kTileKeys; ++k) {
-                        const float p0 = Pw[gq * kLdP + k], p1 = Pw[(gq + 8) * kLdP + k];
-#pragma unroll
-                        for (int jv = 0; jv < BC / 16; ++jv) {
-                            const float4 vv = *reinterpret_cast<const float4*>(&Vt[k * sm.ldv + 4 * tig + 16 * jv]);
-                            o[2 * jv][0] = fmaf(p0, vv.x, o[2 * jv][0]);
-                            o[2 * jv][1] = fmaf(p0, vv.y, o[2 * jv][1]);
-                            o[2 * jv + 1][0] = fmaf(p0, vv.z, o[2 * jv + 1][0]);
-                            o[2 * jv + 1][1] = fmaf(p0, vv.w, o[2 * jv + 1][1]);
-                            o[2 * jv][2] = fmaf(p1, vv.x, o[2 * jv][2]);
-                            o[2 * jv][3] = fmaf(p1, vv.y, o[2 * jv][3]);
-                            o[2 * jv + 1][2] = fmaf(p1, vv.z, o[2 * jv + 1][2]);
-                            o[2 * jv + 1][3] = fmaf(p1, vv.w, o[2 * jv + 1][3]);
-                        }
-                    }
-                }
-                __syncthreads();  // buffer `buf` (and Pw) consumed before it is refilled
             }
-
-            // Epilogue: the quad's partial sums, then rows in sorted order (p >= L dropped).
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                float l = rowSum[h];
-                l += __shfl_xor_sync(kFull, l, 1);
-                l += __shfl_xor_sync(kFull, l, 2);
-                const float inv = 1.f / l;
-                const int qi = rowBase + qRow + gq + 8 * h;
-                const int p = chunk * g.cs + qi;
-                if (qi >= g.cs || p >= g.L) continue;
-                const size_t m = (static_cast<size_t>(n) * g.R + r) * g.L + p;
-                T* dst = outWs + m * g.ldV;
-                if constexpr (kHalf) {
+            for (int j = 0; j < 8; ++j) {
+                sc[0][2 * j] = s4[j][0];
+                sc[0][2 * j + 1] = s4[j][1];
+                sc[1][2 * j] = s4[j][2];
+                sc[1][2 * j + 1] = s4[j][3];
+            }
 #pragma unroll
-                    for (int f = 0; f < kAcc; ++f) {
-                        const int col = col0 + 8 * f + 2 * tig;  // even; ldV is a multiple of 8
-                        if (col < g.ldV)
-                            *reinterpret_cast<__half2*>(dst + col) =
-                                __floats2half2_rn(o[f][2 * h] * inv, o[f][2 * h + 1] * inv);
-                    }
-                } else {
+            for (int i = 0; i < 16; ++i)
+                if (keyBase + 8 * (i / 2) + 2 * tig + (i & 1) >= nKeys) sc[0][i] = sc[1][i] = -INFINITY;
+        } else {
+            for (int d = 0; d < g.ldQ; d += 4) {
+                const float4 a0 = *reinterpret_cast<const float4*>(&Qs[(qRow + gq) * sm.ldq + d]);
+                const float4 a1 = *reinterpret_cast<const float4*>(&Qs[(qRow + gq + 8) * sm.ldq + d]);
 #pragma unroll
-                    for (int jv = 0; jv < BC / 16; ++jv) {
-                        const int col = col0 + 4 * tig + 16 * jv;  // ldV is a multiple of 4
-                        if (col < g.ldV)
-                            *reinterpret_cast<float4*>(dst + col) =
-                                make_float4(o[2 * jv][2 * h] * inv, o[2 * jv][2 * h + 1] * inv,
-                                            o[2 * jv + 1][2 * h] * inv, o[2 * jv + 1][2 * h + 1] * inv);
-                    }
+                for (int i = 0; i < kKeysPerLane; ++i) {
+                    const float4 k = *reinterpret_cast<const float4*>(&Kt[(tig + 4 * i) * sm.ldq + d]);
+                    sc[0][i] = fmaf(a0.x, k.x, sc[0][i]);
+                    sc[0][i] = fmaf(a0.y, k.y, sc[0][i]);
+                    sc[0][i] = fmaf(a0.z, k.z, sc[0][i]);
+                    sc[0][i] = fmaf(a0.w, k.w, sc[0][i]);
+                    sc[1][i] = fmaf(a1.x, k.x, sc[1][i]);
+                    sc[1][i] = fmaf(a1.y, k.y, sc[1][i]);
+                    sc[1][i] = fmaf(a1.z, k.z, sc[1][i]);
+                    sc[1][i] = fmaf(a1.w, k.w, sc[1][i]);
                 }
-                if (ct == 0 && tig == 0) lseWs[m] = rowMax[h] + logf(l);
+            }
+#pragma unroll
+            for (int i = 0; i < kKeysPerLane; ++i)
+                if (keyBase + tig + 4 * i >= nKeys) sc[0][i] = sc[1][i] = -INFINITY;
+        }
+
+        const float alpha0 = softmaxUpdate(sc[0], rowMax[0], rowSum[0]);
+        const float alpha1 = softmaxUpdate(sc[1], rowMax[1], rowSum[1]);
+#pragma unroll
+        for (int f = 0; f < kAcc; ++f) {
+            o[f][0] *= alpha0;
+            o[f][1] *= alpha0;
+            o[f][2] *= alpha1;
+            o[f][3] *= alpha1;
+        }
+
+        if constexpr (kHalf) {
+            // P (rounded to fp16) straight from the score registers: keys 16kk..16kk+15
+            // are the D fragments 2kk, 2kk+1, which is the A fragment layout.
+#pragma unroll
+            for (int kk = 0; kk < kTileKeys / 16; ++kk) {
+                uint32_t a[4];
+                a[0] = packHalf2(sc[0][4 * kk], sc[0][4 * kk + 1]);
+                a[1] = packHalf2(sc[1][4 * kk], sc[1][4 * kk + 1]);
+                a[2] = packHalf2(sc[0][4 * kk + 2], sc[0][4 * kk + 3]);
+                a[3] = packHalf2(sc[1][4 * kk + 2], sc[1][4 * kk + 3]);
+                // Matrix m of the x4: keys 16kk + 8(m%2) + (lane%8), columns 16jj + 8(m/2).
+                const __half* vRow = Vt + (16 * kk + (lane & 7) + 8 * ((lane >> 3) & 1)) * sm.ldv + 8 * (lane >> 4);
+#pragma unroll
+                for (int jj = 0; jj < BC / 16; ++jj) {
+                    uint32_t b[4];
+                    ldmatrixX4Trans(b, vRow + 16 * jj);
+                    mma16816(o[2 * jj], a, b[0], b[1]);
+                    mma16816(o[2 * jj + 1], a, b[2], b[3]);
+                }
+            }
+        } else {
+            constexpr int kLdP = Traits<T>::kLdP;
+            float* Pw = reinterpret_cast<float*>(smemRaw + sm.p) + warp * kFragRows * kLdP;
+#pragma unroll
+            for (int i = 0; i < kKeysPerLane; ++i) {
+                Pw[gq * kLdP + tig + 4 * i] = sc[0][i];
+                Pw[(gq + 8) * kLdP + tig + 4 * i] = sc[1][i];
+            }
+            __syncwarp();
+#pragma unroll 4
+            for (int k = 0; k < kTileKeys; ++k) {
+                const float p0 = Pw[gq * kLdP + k], p1 = Pw[(gq + 8) * kLdP + k];
+#pragma unroll
+                for (int jv = 0; jv < BC / 16; ++jv) {
+                    const float4 vv = *reinterpret_cast<const float4*>(&Vt[k * sm.ldv + 4 * tig + 16 * jv]);
+                    o[2 * jv][0] = fmaf(p0, vv.x, o[2 * jv][0]);
+                    o[2 * jv][1] = fmaf(p0, vv.y, o[2 * jv][1]);
+                    o[2 * jv + 1][0] = fmaf(p0, vv.z, o[2 * jv + 1][0]);
+                    o[2 * jv + 1][1] = fmaf(p0, vv.w, o[2 * jv + 1][1]);
+                    o[2 * jv][2] = fmaf(p1, vv.x, o[2 * jv][2]);
+                    o[2 * jv][3] = fmaf(p1, vv.y, o[2 * jv][3]);
+                    o[2 * jv + 1][2] = fmaf(p1, vv.z, o[2 * jv + 1][2]);
+                    o[2 * jv + 1][3] = fmaf(p1, vv.w, o[2 * jv + 1][3]);
+                }
             }
         }
+        __syncthreads();  // buffer `buf` (and Pw) consumed before it is refilled
+    }
+
+    // Epilogue: the quad's partial sums, then rows in sorted order (p >= L dropped).
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        float l = rowSum[h];
+        l += __shfl_xor_sync(kFull, l, 1);
+        l += __shfl_xor_sync(kFull, l, 2);
+        const float inv = 1.f / l;
+        const int qi = rowBase + qRow + gq + 8 * h;
+        const int p = chunk * g.cs + qi;
+        if (qi >= g.cs || p >= g.L) continue;
+        const size_t m = (static_cast<size_t>(n) * g.R + r) * g.L + p;
+        T* dst = outWs + m * g.ldV;
+        if constexpr (kHalf) {
+#pragma unroll
+            for (int f = 0; f < kAcc; ++f) {
+                const int col = col0 + 8 * f + 2 * tig;  // even; ldV is a multiple of 8
+                if (col < g.ldV)
+                    *reinterpret_cast<__half2*>(dst + col) =
+                        __floats2half2_rn(o[f][2 * h] * inv, o[f][2 * h + 1] * inv);
+            }
+        } else {
+#pragma unroll
+            for (int jv = 0; jv < BC / 16; ++jv) {
+                const int col = col0 + 4 * tig + 16 * jv;  // ldV is a multiple of 4
+                if (col < g.ldV)
+                    *reinterpret_cast<float4*>(dst + col) =
+                        make_float4(o[2 * jv][2 * h] * inv, o[2 * jv][2 * h + 1] * inv,
+                                    o[2 * jv + 1][2 * h] * inv, o[2 * jv + 1][2 * h + 1] * inv);
+            }
+        }
+        if (ct == 0 && tig == 0) lseWs[m] = rowMax[h] + logf(l);
     }
 }
 
@@ -588,7 +590,8 @@ cudaError_t runChunk(const T* q, const T* v, const int32_t* order, const int32_t
     auto attention = [&](auto kernel) -> cudaError_t {
         cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
         if (e != cudaSuccess) return e;
-        const dim3 grid(static_cast<unsigned>(g.nc), static_cast<unsigned>(g.R), static_cast<unsigned>(s.n));
+        const dim3 grid(static_cast<unsigned>(g.nc * g.passes * g.cTiles), static_cast<unsigned>(g.R),
+                        static_cast<unsigned>(s.n));
         kernel<<<grid, g.warps * 32, smem, stream>>>(static_cast<const T*>(w.qs), static_cast<const T*>(w.ks),
                                                      static_cast<const T*>(w.vs), static_cast<T*>(w.outWs),
                                                      w.lseWs, g);
