@@ -131,15 +131,18 @@ def attention_size(lib, n, L, c, C, cs, R, dtype=F32):
     return lib.srd_bucket_attention_workspace_size(n, L, c, C, cs, R, dtype, ctypes.byref(size)), size.value
 
 
-def test_bucket_attention_workspace_size_is_exact(lib):
+def test_bucket_attention_workspace_size_covers_the_gather_variant(lib):
     n, L, c, C, cs, R = 1, 128 * 128, 64, 256, 144, 4
 
     def up(x):
         return -(-x // 256) * 256
 
-    expected = up(4 * n * L) + up(4 * n * R * L * C) + up(4 * n * R * L)
-    assert attention_size(lib, n, L, c, C, cs, R) == (S["SRD_SUCCESS"], expected)
-    assert attention_size(lib, n, L, c, C, cs, R, F16) == (S["SRD_SUCCESS"], expected)  # fp32 inside
+    gather = up(4 * n * L) + up(4 * n * R * L * C) + up(4 * n * R * L)
+    # At least the gather variant's (fp32 inside); the exact max over both variants is checked
+    # in test_bucket_attention_variants.py.
+    for dtype in (F32, F16):
+        status, size = attention_size(lib, n, L, c, C, cs, R, dtype)
+        assert status == S["SRD_SUCCESS"] and size >= gather
     assert lib.srd_bucket_attention_workspace_size(n, L, c, C, cs, R, F32, None) == S["SRD_ERR_NULL_POINTER"]
 
 

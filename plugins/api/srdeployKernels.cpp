@@ -10,6 +10,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "../bucketAttention/bucketAttentionChunkKernel.h"
 #include "../bucketAttention/bucketAttentionKernel.h"
 #include "../bucketSort/bucketSortKernel.h"
 #include "../common/srdCommon.h"
@@ -191,7 +192,11 @@ int srd_bucket_attention_workspace_size(int64_t n, int64_t length, int64_t c, in
     SRD_GUARD_BEGIN
     if (workspace_bytes == nullptr) return fail(SRD_ERR_NULL_POINTER, "workspace_bytes is NULL");
     if (int st = checkAttention(n, length, c, channels, chunk_size, n_hashes, dtype)) return st;
-    *workspace_bytes = srd::bucketAttentionWorkspaceSize(attentionShape(n, length, c, channels, chunk_size, n_hashes));
+    // The larger of both variants: SRDEPLOY_BUCKET_ATTENTION may differ between sizing and running.
+    const srd::BucketAttentionShape s = attentionShape(n, length, c, channels, chunk_size, n_hashes);
+    const size_t gather = srd::bucketAttentionWorkspaceSize(s);
+    const size_t chunk = srd::bucketAttentionChunkWorkspaceSize(s, static_cast<srd::DType>(dtype));
+    *workspace_bytes = gather > chunk ? gather : chunk;
     return ok();
     SRD_GUARD_END
 }
@@ -205,11 +210,23 @@ int srd_bucket_attention(const void* q, const void* v, const int32_t* order, con
         return fail(SRD_ERR_NULL_POINTER, "q, v, order, rank and out must be non-NULL");
     if (int st = checkAttention(n, length, c, channels, chunk_size, n_hashes, dtype)) return st;
     if (!(eps >= 0.f) || !std::isfinite(eps)) return fail(SRD_ERR_INVALID_ATTRIBUTE, "eps must be finite and >= 0");
+    const srd::BucketAttentionVariant variant = srd::bucketAttentionVariantFromEnv();  // read at every call
+    if (variant == srd::BucketAttentionVariant::kUnknown) {
+        std::snprintf(gMessage, sizeof(gMessage),
+                      "%s=%.64s is not a BucketAttention variant: unset it or use gather (the default) or chunk",
+                      srd::kBucketAttentionVariantEnv, std::getenv(srd::kBucketAttentionVariantEnv));
+        return SRD_ERR_INVALID_ATTRIBUTE;
+    }
     const srd::BucketAttentionShape s = attentionShape(n, length, c, channels, chunk_size, n_hashes);
-    if (int st = checkWorkspace(workspace, workspace_bytes, srd::bucketAttentionWorkspaceSize(s))) return st;
-    return fromCuda(srd::launchBucketAttention(q, v, order, rank, out, s, eps, static_cast<srd::DType>(dtype),
-                                               workspace, workspace_bytes, asStream(stream)),
-                    "bucket_attention");
+    size_t need = 0;
+    if (int st = srd_bucket_attention_workspace_size(n, length, c, channels, chunk_size, n_hashes, dtype, &need)) return st;
+    if (int st = checkWorkspace(workspace, workspace_bytes, need)) return st;
+    const srd::DType type = static_cast<srd::DType>(dtype);
+    const cudaError_t err =
+        variant == srd::BucketAttentionVariant::kChunk
+            ? srd::launchBucketAttentionChunk(q, v, order, rank, out, s, eps, type, workspace, workspace_bytes, asStream(stream))
+            : srd::launchBucketAttention(q, v, order, rank, out, s, eps, type, workspace, workspace_bytes, asStream(stream));
+    return fromCuda(err, variant == srd::BucketAttentionVariant::kChunk ? "bucket_attention (chunk)" : "bucket_attention");
     SRD_GUARD_END
 }
 

@@ -1,0 +1,68 @@
+// Index rules and the round weights of BucketAttention (DESIGN.md section 2), shared by the
+// kernel variants. Device code; include from .cu files only.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace srd {
+namespace bucket_attention {
+
+constexpr unsigned kFullMask = 0xffffffffu;
+
+// Python's `i % L` (never negative) for any int32, the reference's reading of `order`:
+// arbitrary index data stays in bounds.
+__device__ __forceinline__ int wrapIndex(int32_t i, int L) {
+    const int r = i % L;
+    return r < 0 ? r + L : r;
+}
+
+// Sorted position (within the round) of key j in [0, 3cs) of `chunk` among nc chunks: own,
+// previous, next chunk (cyclic). For nc = 1 or 2 a chunk appears more than once and counts more
+// than once, as in the reference. (Two compares instead of j / cs: this runs per copied row.)
+__device__ __forceinline__ int keyPosition(int j, int chunk, int cs, int nc) {
+    const int which = (j >= cs) + (j >= 2 * cs);
+    int kc = chunk;
+    if (which == 1) kc = chunk == 0 ? nc - 1 : chunk - 1;
+    if (which == 2) kc = chunk == nc - 1 ? 0 : chunk + 1;
+    return kc * cs + (j - which * cs);
+}
+
+// One warp, output row (n, l): src[k] = rank of round k's result row (clamped to [0, R*L), so
+// garbage cannot read out of bounds), w[k] = softmax over k of its logsumexp. Ends with
+// __syncwarp, so every lane may read w and src.
+__device__ __forceinline__ void roundWeights(const int32_t* __restrict__ rank, const float* __restrict__ lseWs,
+                                             size_t nBase, int l, int L, int R, float* w, int* src) {
+    const int lane = threadIdx.x & 31;
+    const int last = R * L - 1;
+    float mx = -INFINITY;
+    for (int k = lane; k < R; k += 32) {
+        const int m = min(max(rank[nBase + static_cast<size_t>(k) * L + l], 0), last);
+        src[k] = m;
+        w[k] = lseWs[nBase + m];
+        mx = fmaxf(mx, w[k]);
+    }
+    for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, off));
+    float z = 0.f;
+    for (int k = lane; k < R; k += 32) {
+        w[k] = expf(w[k] - mx);
+        z += w[k];
+    }
+    for (int off = 16; off > 0; off >>= 1) z += __shfl_xor_sync(kFullMask, z, off);
+    for (int k = lane; k < R; k += 32) w[k] /= z;
+    __syncwarp();
+}
+
+// Shared memory a block may opt in to on the current device.
+inline cudaError_t maxSharedBytesPerBlock(size_t* bytes) {
+    int dev = 0, value = 0;
+    cudaError_t err = cudaGetDevice(&dev);
+    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&value, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+    *bytes = static_cast<size_t>(value);
+    return err;
+}
+
+}  // namespace bucket_attention
+}  // namespace srd
