@@ -222,7 +222,7 @@ int srd_bucket_attention(const void* q, const void* v, const int32_t* order, con
     if (int st = srd_bucket_attention_workspace_size(n, length, c, channels, chunk_size, n_hashes, dtype, &need)) return st;
     if (int st = checkWorkspace(workspace, workspace_bytes, need)) return st;
     const srd::DType type = static_cast<srd::DType>(dtype);
-    const cudaError_t err =
+    const srd::LaunchStatus err =
         variant == srd::BucketAttentionVariant::kChunk
             ? srd::launchBucketAttentionChunk(q, v, order, rank, out, s, eps, type, workspace, workspace_bytes, asStream(stream))
             : srd::launchBucketAttention(q, v, order, rank, out, s, eps, type, workspace, workspace_bytes, asStream(stream));

@@ -550,7 +550,7 @@ void chunkWorkspaceParts(const BucketAttentionShape& s, DType dtype, size_t (&by
 }
 
 template <typename T>
-cudaError_t runChunk(const T* q, const T* v, const int32_t* order, const int32_t* rank, T* out,
+LaunchStatus runChunk(const T* q, const T* v, const int32_t* order, const int32_t* rank, T* out,
                      const BucketAttentionShape& s, float eps, const ChunkWorkspace& w, ChunkGeometry g,
                      cudaStream_t stream) {
     size_t maxSmem = 0;
@@ -578,7 +578,10 @@ cudaError_t runChunk(const T* q, const T* v, const int32_t* order, const int32_t
         }
         if (found) break;
     }
-    if (!found) return cudaErrorNotSupported;
+    if (!found)
+        return LaunchStatus::noVariantFits(
+            "BucketAttention (chunk) with c = %d, C = %d needs %zu bytes of shared memory per block, this GPU "
+            "allows %zu", g.c, g.C, chunkSmem<T>(g.ldQ, 64, 1).total, maxSmem);
     g.cTiles = ceilDiv(g.C, bc);
 
     const int sortedRows = s.n * g.R * g.Lp;  // within int32: checked by the C ABI
@@ -602,7 +605,9 @@ cudaError_t runChunk(const T* q, const T* v, const int32_t* order, const int32_t
 
     const int rows = s.n * g.L;
     const size_t combineSmem = sizeof(float) * 2 * (kCombineThreads / 32) * static_cast<size_t>(g.R);
-    if (combineSmem > 48 * 1024) return cudaErrorNotSupported;
+    if (combineSmem > 48 * 1024)  // R <= 256 (checked by the C ABI) keeps this at 16 KB
+        return LaunchStatus::noVariantFits("BucketAttention (chunk): the round combine needs %zu bytes of shared memory",
+                                           combineSmem);
     combineChunkRounds<T><<<ceilDiv(rows, kCombineThreads / 32), kCombineThreads, combineSmem, stream>>>(
         static_cast<const T*>(w.outWs), w.lseWs, rank, out, g.L, g.C, g.ldV, g.R, rows);
     return cudaGetLastError();
@@ -618,7 +623,7 @@ size_t bucketAttentionChunkWorkspaceSize(const BucketAttentionShape& s, DType dt
     return total;
 }
 
-cudaError_t launchBucketAttentionChunk(const void* q, const void* v, const int32_t* order,
+LaunchStatus launchBucketAttentionChunk(const void* q, const void* v, const int32_t* order,
                                        const int32_t* rank, void* out, const BucketAttentionShape& s,
                                        float eps, DType dtype, void* workspace, size_t workspaceBytes,
                                        cudaStream_t stream) {

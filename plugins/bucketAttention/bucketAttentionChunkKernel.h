@@ -34,9 +34,9 @@ inline BucketAttentionVariant bucketAttentionVariantFromEnv() {
 // in `dtype` and fp32 logsumexps [N*R*L].
 size_t bucketAttentionChunkWorkspaceSize(const BucketAttentionShape& s, DType dtype);
 
-// Same contract as launchBucketAttention; cudaErrorNotSupported when no tiling fits the
+// Same contract as launchBucketAttention; LaunchStatus::noVariantFits when no tiling fits the
 // device's shared memory.
-cudaError_t launchBucketAttentionChunk(const void* q, const void* v, const int32_t* order,
+LaunchStatus launchBucketAttentionChunk(const void* q, const void* v, const int32_t* order,
                                        const int32_t* rank, void* out, const BucketAttentionShape& s,
                                        float eps, DType dtype, void* workspace, size_t workspaceBytes,
                                        cudaStream_t stream);
