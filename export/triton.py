@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -65,6 +66,7 @@ class RepositoryOptions:
     tile_instances: int = 1
     image_instances: int = 2
     torch_threads: int = 0  # 0: torch's default
+    name: str | None = None  # the image model's name (default: <model>_x<scale>); the tile model adds _tile
 
 
 # ----------------------------------------------------------------------------- config text
@@ -127,9 +129,10 @@ def parse_config(text: str, where: str = "config.pbtxt"):
 
 # ----------------------------------------------------------------------------- the repository
 
-def model_names(arch: str, scale: int) -> tuple[str, str]:
+def model_names(arch: str, scale: int, name: str | None = None) -> tuple[str, str]:
     """(image-level model, tile-level model) names: e.g. ``nlsn_x2`` and ``nlsn_x2_tile``."""
-    return f"{arch}_x{scale}", f"{arch}_x{scale}_tile"
+    image = name or f"{arch}_x{scale}"
+    return image, f"{image}_tile"
 
 
 def _check_options(o: RepositoryOptions) -> None:
@@ -139,6 +142,8 @@ def _check_options(o: RepositoryOptions) -> None:
         raise TritonExportError("--tile and --tile-pad must be ≥ 0")
     if o.max_pixels < 1:
         raise TritonExportError("--max-pixels must be ≥ 1")
+    if o.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", o.name):
+        raise TritonExportError(f"--name {o.name!r}: use letters, digits, '_', '.', '-' (a Triton model name)")
     for flag, value in (("--max-batch-size", o.max_batch_size), ("--tile-instances", o.tile_instances),
                         ("--image-instances", o.image_instances)):
         if value < 1:
@@ -189,8 +194,10 @@ def _network(o: RepositoryOptions):
         weights = resolve_weights(o.weights, o.model, o.scale)
         net = models.load(weights)
         check_match(net.name, net.scale, o.model, o.scale, weights)
-    except (BackendError, models.CheckpointError, OSError, RuntimeError) as e:
+    except (BackendError, models.CheckpointError) as e:
         raise TritonExportError(str(e)) from None
+    except (OSError, RuntimeError, EOFError) as e:  # unreadable, or not a torch file at all
+        raise TritonExportError(f"cannot load weights {o.weights}: {e}") from None
     meta = {"model": net.name, "scale": net.scale, "rgb_range": net.rgb_range,
             "size_multiple": net.size_multiple, "min_pixels": net.min_pixels()}
     return meta, (net, weights)
@@ -235,7 +242,7 @@ def write_repository(out: str | Path, o: RepositoryOptions, overwrite: bool = Fa
         raise TritonExportError(f"cannot write into {parent} (permission denied); choose another -o")
     meta, net_and_weights = _network(o)
     arch, scale = meta["model"], int(meta["scale"])
-    image_name, tile_name = model_names(arch, scale)
+    image_name, tile_name = model_names(arch, scale, o.name)
     raw_graph = o.tile_backend != "python"  # the official backends feed the graph as exported: [0, rgb_range]
     input_range = float(meta["rgb_range"]) if raw_graph else 1.0
 
@@ -307,6 +314,8 @@ def add_repository_arguments(p: argparse.ArgumentParser) -> None:
                    "(--backend trt or --tile-backend tensorrt_plan)")
     m.add_argument("--plugin-library", metavar="PATH",
                    help="libsrdeploy_trt_plugins.so, copied into the repository for a tensorrt_plan server")
+    m.add_argument("--name", metavar="NAME", help="the image model's name (default: <model>_x<scale>, e.g. "
+                   "nlsn_x2); the tile model is NAME_tile")
     m.add_argument("--device", default="cpu", metavar="{cpu,cuda}",
                    help="where the tile model runs (default: cpu); cuda gives it a KIND_GPU instance group")
 
@@ -346,7 +355,8 @@ def options_from_args(args) -> RepositoryOptions:
         tile=args.tile, tile_pad=args.tile_pad, max_pixels=args.max_pixels, batching=not args.no_batching,
         max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us,
         max_queue_size=args.max_queue_size, queue_timeout_us=args.queue_timeout_us,
-        tile_instances=args.tile_instances, image_instances=args.image_instances, torch_threads=args.torch_threads)
+        tile_instances=args.tile_instances, image_instances=args.image_instances, torch_threads=args.torch_threads,
+        name=args.name)
 
 
 def build_parser() -> argparse.ArgumentParser:

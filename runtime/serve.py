@@ -81,7 +81,7 @@ class TritonServer:
     def __init__(self, repository: str | Path, *, address: str = "127.0.0.1", http_port: int = 0,
                  grpc_port: int = 0, metrics_port: int = 0, tritonserver: str | Path | None = None,
                  plugin_library: str | Path | None = None, log: str | Path | None = None,
-                 extra_env: dict[str, str] | None = None):
+                 extra_env: dict[str, str] | None = None, exit_timeout: int = 30):
         self.repository = Path(repository)
         self.address = address
         self.http_port = http_port or free_port(address)
@@ -91,6 +91,7 @@ class TritonServer:
         self.plugin_library = plugin_library
         self.log_path = Path(log) if log else None
         self.extra_env = dict(extra_env or {})
+        self.exit_timeout = exit_timeout  # Triton's own: in-flight requests, then unloading (stubs exit)
         self.process: subprocess.Popen | None = None
         self._work: Path | None = None
         self._log = None
@@ -113,7 +114,7 @@ class TritonServer:
                f"--http-address={self.address}", f"--http-port={self.http_port}",
                f"--grpc-address={self.address}", f"--grpc-port={self.grpc_port}",
                f"--metrics-address={self.address}", f"--metrics-port={self.metrics_port}",
-               "--allow-metrics=true", "--strict-readiness=true", "--exit-timeout-secs=10",
+               "--allow-metrics=true", "--strict-readiness=true", f"--exit-timeout-secs={self.exit_timeout}",
                "--disable-auto-complete-config"]  # configs are complete; auto-complete starts one more stub per model
         if self.plugin_library:
             cmd.append(f"--backend-config=tensorrt,plugins={Path(self.plugin_library).resolve()}")
@@ -172,25 +173,38 @@ class TritonServer:
             time.sleep(0.25)
         raise ServeError(f"tritonserver not ready after {timeout:.0f} s; its last lines:\n{self.log_tail()}")
 
-    def stop(self, timeout: float = 30.0) -> int | None:
+    def stop(self) -> int | None:
         """SIGTERM (Triton finishes in-flight requests and unloads), then SIGKILL if it hangs."""
         code = None
         if self.process is not None:
             if self.process.poll() is None:
                 self.process.send_signal(signal.SIGTERM)
                 try:
-                    self.process.wait(timeout)
+                    self.process.wait(self.exit_timeout + 15)
                 except subprocess.TimeoutExpired:
-                    os.killpg(self.process.pid, signal.SIGKILL)  # the server and its backend stubs
-                    self.process.wait()
+                    self._kill()
+                except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, but leave nothing running
+                    self._kill()
+                    self._cleanup()
+                    raise
             code = self.process.returncode
+        self._cleanup()
+        return code
+
+    def _kill(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # the server and its backend stubs (its own group)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+
+    def _cleanup(self) -> None:
         if self._log is not None:
             self._log.close()
             self._log = None
         if self._work is not None:
             shutil.rmtree(self._work, ignore_errors=True)
             self._work = None
-        return code
 
     def __enter__(self) -> "TritonServer":
         return self.start() if self.process is None else self
@@ -236,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Prometheus metrics port (default: 8002; 0 picks a free one)")
     s.add_argument("--log", metavar="FILE", help="append the server's log to FILE (default: kept in memory, "
                    "its end shown if the server fails)")
+    s.add_argument("--exit-timeout", type=int, default=30, metavar="S",
+                   help="on Ctrl-C/SIGTERM, seconds Triton gives in-flight requests and model unloading (default: 30)")
     s.add_argument("--startup-timeout", type=float, default=300.0, metavar="S",
                    help="seconds to wait for the server to be ready (default: 300)")
     add_repository_arguments(p)
@@ -263,21 +279,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.repository:
             repository = Path(args.repository)
-            manifest = read_manifest(repository)
+            try:
+                manifest = read_manifest(repository)
+            except TritonExportError:  # a repository of the user's own: serve it as it is
+                manifest = {}
         else:
             own_repo = Path(tempfile.mkdtemp(prefix="srdeploy-triton-repo-"))
             repository = write_repository(own_repo / "models", options_from_args(args))
             manifest = read_manifest(repository)
-        plugin = args.plugin_library or (repository / manifest["plugin_library"] if manifest.get("plugin_library") else None)
+        plugin = args.plugin_library or (repository / manifest["plugin_library"] if manifest.get("plugin_library")
+                                         else None)
         server = TritonServer(repository, address=args.address, http_port=args.http_port, grpc_port=args.grpc_port,
                               metrics_port=args.metrics_port, tritonserver=args.tritonserver,
-                              plugin_library=plugin, log=args.log)
+                              plugin_library=plugin, log=args.log, exit_timeout=args.exit_timeout)
         print(f"{PROG}: starting {server.tritonserver} on {repository} ...", file=sys.stderr)
         server.start(timeout=args.startup_timeout)
-        print(f"serving {manifest['image_model']} (LR UINT8 [H, W, 3] -> SR UINT8; tiles batched by "
-              f"{manifest['tile_model']})\n"
+        model = manifest.get("image_model", "MODEL")
+        what = (f"{model} (LR UINT8 [H, W, 3] -> SR UINT8; tiles batched by {manifest['tile_model']})"
+                if manifest else f"the models of {repository}")
+        print(f"serving {what}\n"
               f"  HTTP     {server.http_url}\n  gRPC     {server.grpc_url}\n  metrics  {server.metrics_url}\n"
-              f"client: python -m runtime.client -i IMAGE -o OUT --url {server.http_url} --model {manifest['image_model']}\n"
+              f"client: python -m runtime.client -i IMAGE -o OUT --url {server.http_url} --model {model}\n"
               "Ctrl-C or SIGTERM stops the server", flush=True)
         while server.process.poll() is None:
             time.sleep(0.5)
@@ -289,13 +311,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TritonExportError, ServeError) as e:
         return _error(str(e))
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        if server is not None:
-            code = server.stop()
-            if code is not None:
-                print(f"{PROG}: server stopped (status {code})", file=sys.stderr)
-        if own_repo is not None:
-            shutil.rmtree(own_repo, ignore_errors=True)
+        try:
+            if server is not None:  # a second Ctrl-C/SIGTERM during this kills the server instead of waiting
+                code = server.stop()
+                if code is not None:
+                    print(f"{PROG}: server stopped (status {code})", file=sys.stderr)
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            if own_repo is not None:
+                shutil.rmtree(own_repo, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -82,7 +82,12 @@ class TritonPythonModel:
         img = lr.astype(np.float32) / 255.0  # as runtime.imageio.read_image for an 8-bit image
         tiles = Tiles(self.arch, self.scale, self.size_multiple, self.min_pixels)
         upscale(img, tiles, tile=self.tile, tile_pad=self.tile_pad)
-        tiles.results = list(await asyncio.gather(*(self._infer(t) for t in tiles.tiles)))
+        # Sent grouped by shape: Triton's batcher closes a batch at the first tile of another shape.
+        order = sorted(range(len(tiles.tiles)), key=lambda i: tuple(tiles.tiles[i].shape))
+        answers = await asyncio.gather(*(self._infer(tiles.tiles[i]) for i in order))
+        tiles.results = [None] * len(order)
+        for i, y in zip(order, answers):
+            tiles.results[i] = y
         return quantize(upscale(img, tiles, tile=self.tile, tile_pad=self.tile_pad), 8)
 
     async def execute(self, requests):
