@@ -12,6 +12,7 @@ Loopback only unless ``--address`` says otherwise.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import signal
@@ -43,11 +44,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def bundled_tritonserver() -> Path | None:
     """``tritonserver`` from the nvidia-pytriton wheel, or None when the wheel is not installed."""
-    try:
-        import pytriton  # noqa: PLC0415 - only its files are used, never its Python layer
-    except ImportError:
+    # Found, not imported: only the wheel's files are used, never its Python layer (or its dependencies).
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(pytriton.__file__).parent / "tritonserver" / "bin" / "tritonserver"
+    path = Path(list(spec.submodule_search_locations)[0]) / "tritonserver" / "bin" / "tritonserver"
     return path if path.is_file() else None
 
 
