@@ -286,3 +286,21 @@ def test_export_refusals(tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
     with pytest.raises(export_triton.TritonExportError, match="does not parse"):
         export_triton.parse_config('name: "x" max_batch_size: "eight"')
+
+
+def test_client_alpha_and_gray_follow_runtime_infer(server, backends, tmp_path, capsys):
+    """RGBA: colour through the server, alpha upscaled by the client as runtime.pipeline does: equal.
+    Gray: sent as RGB, the three 8-bit answers averaged (runtime.infer averages before rounding): ±1."""
+    rgba = np.asarray(Image.open(SAMPLE).convert("RGBA"))[:14, :18].copy()
+    rgba[..., 3] = np.arange(18, dtype=np.uint8)[None, :] * 14
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    Image.fromarray(rgba[..., 0]).save(tmp_path / "g.png")
+    for name in ("a", "g"):
+        src = tmp_path / f"{name}.png"
+        assert client.main(["-i", str(src), "-o", str(tmp_path / f"{name}_sr.png"), "--url", server["http"],
+                            "--model", "nlsn_x2"]) == 0, capsys.readouterr().err
+        got = np.asarray(Image.open(tmp_path / f"{name}_sr.png")).astype(int)
+        want = quantize(upscale(read_image(src).pixels, backends["nlsn"], tile=TILE, tile_pad=TILE_PAD), 8)
+        want = want[..., 0] if want.shape[2] == 1 else want
+        assert got.shape == want.shape
+        assert np.abs(got - want).max() <= (0 if name == "a" else 1), name
