@@ -53,3 +53,18 @@ def trt_plugins_lib() -> Path:
             return trt.build(build_dir, arch=arch, jobs=min(2, os.cpu_count() or 1))
         except plugin_build.BuildError as e:
             pytest.fail(f"the TensorRT plugin library does not build:\n{e}")
+
+
+@pytest.fixture(scope="session")
+def built_library(tmp_path_factory):
+    """Builds plugins/ with CMake once per session (default architectures, warnings as errors);
+    $SRDEPLOY_BUILD_JOBS parallel jobs (default 2)."""
+    from plugins import build as plugin_build
+
+    if plugin_build.find_nvcc() is None:
+        pytest.skip("nvcc not found: the kernels library cannot be compiled here")
+    build_dir = tmp_path_factory.mktemp("srd_kernels_build")
+    try:
+        return plugin_build.build(build_dir, jobs=int(os.environ.get("SRDEPLOY_BUILD_JOBS", "2")), quiet=True)
+    except plugin_build.BuildError as e:
+        pytest.fail(f"the kernels library does not build:\n{e}")

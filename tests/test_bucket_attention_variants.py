@@ -8,7 +8,6 @@ import ctypes
 
 import pytest
 
-from plugins import build as plugin_build
 from plugins import loader
 
 VARIANT_ENV = "SRDEPLOY_BUCKET_ATTENTION"
@@ -18,15 +17,9 @@ FAKE = 0x1000  # a non-NULL pointer that validation never dereferences
 
 
 @pytest.fixture(scope="module")
-def lib(tmp_path_factory):
-    """The kernels library, built once for one architecture (the C ABI is the same for all)."""
-    if plugin_build.find_nvcc() is None:
-        pytest.skip("nvcc not found: the kernels library cannot be compiled here")
-    try:
-        path = plugin_build.build(tmp_path_factory.mktemp("srd_variants_build"), archs="80-real", jobs=1, quiet=True)
-    except plugin_build.BuildError as e:
-        pytest.fail(f"the kernels library does not build:\n{e}")
-    return loader.load(path).lib
+def lib(built_library):
+    """The kernels library of the session (the C ABI is the same for every architecture)."""
+    return loader.load(built_library).lib
 
 
 def up(x):

@@ -4,7 +4,6 @@ fits" (SRD_ERR_UNSUPPORTED) apart from a CUDA failure (SRD_ERR_CUDA), and the lo
 the reference only for the first (one warning per reason) or when the library is missing."""
 import ctypes
 import logging
-import os
 import re
 import subprocess
 
@@ -21,19 +20,6 @@ FAKE = 0x1000  # a non-NULL pointer validation never dereferences
 
 S = {name: code for code, name in loader.STATUS.items()}
 F32, F16 = 0, 1
-
-
-@pytest.fixture(scope="session")
-def built_library(tmp_path_factory):
-    """Builds plugins/ with CMake once per session (default architectures, warnings as errors);
-    $SRDEPLOY_BUILD_JOBS parallel jobs (default 2)."""
-    if plugin_build.find_nvcc() is None:
-        pytest.skip("nvcc not found: the kernels library cannot be compiled here")
-    build_dir = tmp_path_factory.mktemp("srd_kernels_build")
-    try:
-        return plugin_build.build(build_dir, jobs=int(os.environ.get("SRDEPLOY_BUILD_JOBS", "2")), quiet=True)
-    except plugin_build.BuildError as e:
-        pytest.fail(f"the kernels library does not build:\n{e}")
 
 
 @pytest.fixture(scope="session")
