@@ -16,8 +16,8 @@ Latency: median of CUDA-event times over --reps runs after warm-up; peak memory:
 torch.cuda.max_memory_allocated above what was allocated before (inputs included in neither).
 Every kernel output is also compared with the reference (DESIGN §5 floors): parity rows.
 Writes DIR/kernels.json ({environment, config, parity, speed, memory, targets, rows}) and DIR/kernels.md.
-``--device cpu`` runs the reference and official-style paths only (tiny sizes; a check of the
-benchmark's own logic, not a measurement).
+``--device cpu`` checks this script's own logic at tiny sizes (its "kernels" rows run the PyTorch
+reference there): not a measurement.
 """
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ from models import ops
 from plugins import loader
 
 VARIANT_ENV = "SRDEPLOY_BUCKET_ATTENTION"
+SRD_ERR_INVALID_ATTRIBUTE = 3  # what the C ABI answers to an unknown variant name
 VARIANTS = ("gather", "chunk")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 FLOORS = {"fp32": 100.0, "fp16": 60.0}
@@ -124,8 +125,10 @@ def variants_of(kernels: loader.Kernels) -> list[str]:
         try:
             kernels.bucket_attention(q, v, order, rank, 144, 1, op_cases.KEY_EPS)
             torch.cuda.synchronize()
-        except loader.KernelError:
-            return list(VARIANTS)
+        except loader.KernelError as e:
+            if e.status == SRD_ERR_INVALID_ATTRIBUTE:
+                return list(VARIANTS)
+            raise
     return ["gather"]
 
 
@@ -227,7 +230,7 @@ def _try(fn: Callable[[], dict], note: list[str]) -> dict | None:
 
 # ----------------------------------------------------------------------------------------- groups
 
-def bench_nlsa(rec: Recorder, kernels, variants, sizes, dtypes, reps, device) -> None:
+def bench_nlsa(rec: Recorder, kernels, variants, sizes, dtypes, reps, warmup, device) -> None:
     p = op_cases.RELEASED_NLSA
     cs, R, eps = p["cs"], p["R"], op_cases.KEY_EPS
     for size in sizes:
@@ -237,20 +240,20 @@ def bench_nlsa(rec: Recorder, kernels, variants, sizes, dtypes, reps, device) ->
             tag, L = f"nlsa 1x{p['C']}x{size}x{size} {dname}", size * size
             ref = f"{tag} reference"
             note: list[str] = []
-            m = _try(lambda: measure(lambda: reference_nlsa(q, v, codes, nb, cs, R, eps), reps), note)
+            m = _try(lambda: measure(lambda: reference_nlsa(q, v, codes, nb, cs, R, eps), reps, warmup), note)
             rec.measured("nlsa", ref, m, L, "; ".join(note))
             # the oracle: the reference in fp32 on the same (for fp16: upcast) inputs
             want = m["out"] if m and dname == "fp32" else reference_nlsa(q.float(), v.float(), codes, nb, cs, R, eps)
             note = []
-            m = _try(lambda: measure(lambda: official_nlsa(q, v, codes, cs, R, eps), reps), note)
+            m = _try(lambda: measure(lambda: official_nlsa(q, v, codes, cs, R, eps), reps, warmup), note)
             rec.measured("nlsa", f"{tag} official", m, L, "; ".join(note))
             if m is not None and dname == "fp32":  # the official-style formulation computes the same
                 rec.check(f"{tag} official-style vs reference", m["out"], want, FLOORS[dname])
-            for variant in variants:
+            for variant in variants if kernels is not None else []:
                 name, note = f"{tag} kernel-{variant}", []
                 with attention_variant(variant):
                     m = _try(lambda: measure(lambda: kernels.bucket_attention(
-                        q, v, *kernels.bucket_sort(codes, nb), cs, R, eps), reps), note)
+                        q, v, *kernels.bucket_sort(codes, nb), cs, R, eps), reps, warmup), note)
                 rec.measured("nlsa", name, m, L, "; ".join(note))
                 if m is not None:
                     rec.check(name, m["out"].float(), want, FLOORS[dname])
@@ -262,7 +265,7 @@ def bench_nlsa(rec: Recorder, kernels, variants, sizes, dtypes, reps, device) ->
                 torch.cuda.empty_cache()
 
 
-def bench_fold(rec: Recorder, kernels, sizes, dtypes, reps, device) -> None:
+def bench_fold(rec: Recorder, kernels, sizes, dtypes, reps, warmup, device) -> None:
     for size in sizes:
         for dname in dtypes:
             s, p = op_cases.fold_inputs(1, size, size, FOLD_CH, FOLD_U, seed=size, dtype=DTYPES[dname], device=device)
@@ -274,7 +277,7 @@ def bench_fold(rec: Recorder, kernels, sizes, dtypes, reps, device) -> None:
             want = ops.cross_scale_fold_reference(s.float(), p.float(), FOLD_U, FOLD_U)  # fp32 oracle
             for path, fn in paths.items():
                 note: list[str] = []
-                m = _try(lambda: measure(fn, reps), note)
+                m = _try(lambda: measure(fn, reps, warmup), note)
                 rec.measured("fold", f"{tag} {path}", m, px, "; ".join(note))
                 if m is not None and (path == "kernel" or (path == "official" and dname == "fp32")):
                     rec.check(f"{tag} {path}" + (" vs reference" if path == "official" else ""), m["out"].float(),
@@ -313,28 +316,31 @@ def _reference(m, t):
         return m(t)
 
 
-def bench_nlsn_x4(rec: Recorder, variants, size, reps, device) -> None:
+def bench_nlsn_x4(rec: Recorder, variants, size, dtypes, reps, warmup, device) -> None:
     """Released NLSN x4 (random weights, seed 0) on a real LR crop: the paths a user can choose."""
     model, x, source, tag, px = _nlsn_x4(size, device)
-    model16 = copy.deepcopy(model).half()
+    model16 = copy.deepcopy(model).half() if "fp16" in dtypes else None
     base = f"{tag} fp32 eager reference"
     reference = _reference
 
     with torch.no_grad():
         note: list[str] = []
-        m = _try(lambda: measure(lambda: reference(model, x), reps), note)
+        m = _try(lambda: measure(lambda: reference(model, x), reps, warmup), note)
         rec.measured("nlsn_x4", base, m, px, "; ".join(note) or f"TF32 off, {source}")
         want = m["out"] if m else None
         _tf32(True)
         note = []
-        m = _try(lambda: measure(lambda: reference(model, x), reps), note)
+        m = _try(lambda: measure(lambda: reference(model, x), reps, warmup), note)
         _tf32(False)
         rec.measured("nlsn_x4", f"{tag} fp32 eager reference TF32", m, px, "; ".join(note) or "TF32 on")
         for variant in variants:
             with attention_variant(variant):
-                for dname, net, inp in (("fp32", model, x), ("fp16", model16, x.half())):
+                for dname, net in (("fp32", model), ("fp16", model16)):
+                    if dname not in dtypes:
+                        continue
+                    inp = x.to(DTYPES[dname])
                     name, note = f"{tag} {dname} kernels-{variant}", []
-                    m = _try(lambda: measure(lambda: net(inp), reps), note)
+                    m = _try(lambda: measure(lambda: net(inp), reps, warmup), note)
                     if m is not None and want is not None:
                         note.append(f"PSNR vs fp32 reference {psnr(m['out'].float(), want, 255):.1f} dB")
                     rec.measured("nlsn_x4", name, m, px, "; ".join(note))
@@ -373,11 +379,11 @@ def bench_nlsn_x4_compile(rec: Recorder, variants, size, reps, device) -> None:
         rec.versus(f"{tag} fp16 kernels-{variant}", name)
 
 
-def bench_csnln_x2(rec: Recorder, size: int, device) -> None:
+def bench_csnln_x2(rec: Recorder, size: int, dtypes, device) -> None:
     """Released CSNLN x2 (random weights) at size² LR, one timed pass per path after a small warm-up."""
     torch.manual_seed(0)
     model = models.build("csnln", 2).to(device)
-    model16 = copy.deepcopy(model).half()
+    model16 = copy.deepcopy(model).half() if "fp16" in dtypes else None
     x, source = common.real_lr(size, size, 2)
     x = (255 * x).to(device)
     tag, px = f"csnln x2 {size}x{size} one pass", (2 * size) ** 2
@@ -388,10 +394,12 @@ def bench_csnln_x2(rec: Recorder, size: int, device) -> None:
             return model(t)
 
     small = x[..., :32, :32]
+    paths = [(base, lambda: reference(x), lambda: reference(small)),
+             (f"{tag} fp32 kernels", lambda: model(x), lambda: model(small))]
+    if model16 is not None:
+        paths.append((f"{tag} fp16 kernels", lambda: model16(x.half()), lambda: model16(small.half())))
     with torch.no_grad():
-        for name, fn, warm in ((base, lambda: reference(x), lambda: reference(small)),
-                               (f"{tag} fp32 kernels", lambda: model(x), lambda: model(small)),
-                               (f"{tag} fp16 kernels", lambda: model16(x.half()), lambda: model16(small.half()))):
+        for name, fn, warm in paths:
             note: list[str] = []
             _try(warm, note)  # cuDNN/cuBLAS initialisation on a 32x32 crop, not the timed size
             m = _try(lambda: measure(fn, reps=1, warmup=0), note)
@@ -466,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", type=common.csv(str), default=None,
                    help=f"BucketAttention variants (default: every one the library offers of {','.join(VARIANTS)})")
     p.add_argument("--reps", type=int, default=20, help="timed runs per path (median; >= 20 for reported figures)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs before the timed ones")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile of the NLSN reference")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                    help="cpu: reference and official-style paths only, to check this script (not a measurement)")
@@ -480,8 +489,8 @@ def main(argv=None) -> int:
         if unknown:
             print(f"error: {flag}: unknown {', '.join(unknown)}; choose from {', '.join(allowed)}", file=sys.stderr)
             return 2
-    if args.reps < 1:
-        print("error: --reps must be at least 1", file=sys.stderr)
+    if args.reps < 1 or args.warmup < 0:
+        print("error: --reps must be at least 1 and --warmup at least 0", file=sys.stderr)
         return 2
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: no CUDA GPU here; run on a GPU machine (scripts/gpu_check.sh), or --device cpu to check "
@@ -505,6 +514,8 @@ def main(argv=None) -> int:
         loader.reset()
         loader.enable()  # the whole-network groups reach the kernels through torch.ops.srdeploy
         variants = args.variants or variants_of(kernels)
+    else:  # the CPU check of this script: "kernels" rows run the reference there
+        variants = args.variants or ["gather"]
     rec = Recorder()
     start = time.perf_counter()
 
@@ -520,10 +531,11 @@ def main(argv=None) -> int:
         return record
 
     cuda = args.device == "cuda"
-    runs = [("nlsa", lambda: bench_nlsa(rec, kernels, variants, args.sizes, args.dtypes, args.reps, args.device)),
-            ("fold", lambda: bench_fold(rec, kernels, args.fold_sizes, args.dtypes, args.reps, args.device)),
-            ("nlsn_x4", lambda: cuda and bench_nlsn_x4(rec, variants, args.nlsn_size, args.reps, args.device)),
-            ("csnln_x2", lambda: cuda and bench_csnln_x2(rec, args.csnln_size, args.device)),
+    runs = [("nlsa", lambda: bench_nlsa(rec, kernels, variants, args.sizes, args.dtypes, args.reps, args.warmup, args.device)),
+            ("fold", lambda: bench_fold(rec, kernels, args.fold_sizes, args.dtypes, args.reps, args.warmup, args.device)),
+            ("nlsn_x4", lambda: bench_nlsn_x4(rec, variants, args.nlsn_size, args.dtypes, args.reps, args.warmup,
+                                              args.device)),
+            ("csnln_x2", lambda: bench_csnln_x2(rec, args.csnln_size, args.dtypes, args.device)),
             ("nlsn_x4", lambda: cuda and not args.no_compile and
              bench_nlsn_x4_compile(rec, variants, args.nlsn_size, args.reps, args.device))]
     for group, run in runs:

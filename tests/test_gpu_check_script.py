@@ -37,6 +37,27 @@ def test_benchmark_logic_on_cpu(tmp_path):
     assert kernels.main(args[:-2] + ["--groups", "nope", "--out", str(tmp_path / "x")]) == 2
 
 
+def test_benchmark_network_groups_on_cpu(tmp_path):
+    """The released NLSN x4 and CSNLN x2 groups at tiny sizes (on CPU the "kernels" rows run the reference)."""
+    out = tmp_path / "bench"
+    assert kernels.main(["--device", "cpu", "--groups", "nlsn_x4,csnln_x2", "--nlsn-size", "12", "--csnln-size", "8",
+                         "--dtypes", "fp32", "--reps", "1", "--warmup", "0", "--no-compile", "--out", str(out)]) == 0
+    record = json.loads((out / "kernels.json").read_text())
+    names = [r["name"] for r in record["rows"]]
+    assert names == ["nlsn x4 12x12 fp32 eager reference", "nlsn x4 12x12 fp32 eager reference TF32",
+                     "nlsn x4 12x12 fp32 kernels-gather", "csnln x2 8x8 one pass fp32 reference",
+                     "csnln x2 8x8 one pass fp32 kernels"]
+    assert all(r["median_ms"] > 0 and r["us_per_pixel"] > 0 for r in record["rows"])
+    [parity] = record["parity"]  # hash codes compared first (same path twice here: same codes)
+    assert parity["passed"] and parity["flipped"] == 0 and parity["note"] == "same hash codes"
+    assert {(r["name"], r["baseline"]) for r in record["speed"]} == {
+        ("nlsn x4 12x12 fp32 kernels-gather", "nlsn x4 12x12 fp32 eager reference"),
+        ("nlsn x4 12x12 fp32 kernels-gather", "nlsn x4 12x12 fp32 eager reference TF32"),
+        ("csnln x2 8x8 one pass fp32 kernels", "csnln x2 8x8 one pass fp32 reference")}
+    nlsn_target = [t for t in record["targets"] if t["name"].startswith("NLSN x4")]
+    assert nlsn_target and nlsn_target[0]["measured"] is None  # no fp16 row measured: the target stays open
+
+
 def test_official_style_attention_matches_reference_with_wrap_and_padding():
     for H, W, cs, R in [(4, 5, 8, 2), (6, 6, 12, 3), (5, 7, 5, 1)]:  # 3, 3 and 7 chunks; padding in two
         q, v, codes, nb = op_cases.attention_inputs(1, H, W, 6, 5, cs, R, seed=H * W, device="cpu", peaky=True)

@@ -10,21 +10,20 @@ Imports only torch, numpy and project modules that need nothing else: the GPU ma
 polygraphy, onnx-graphsurgeon, onnxruntime-extensions or TensorRT. Every PSNR also goes to
 $SRDEPLOY_PARITY_LOG when set (scripts/gpu_check.sh collects them into summary.json)."""
 import math
-import os
 
 import pytest
 import torch
 
 import models
 from benchmarks import common, op_cases
+from benchmarks import kernels as bench_kernels
 from benchmarks.gpu_summary import record_parity
 from benchmarks.near_tie import compare_paths
 from models import ops
 from plugins import loader
 
 REASON = "needs a CUDA GPU and the built kernels library (python -m plugins.build, or $SRDEPLOY_KERNELS_LIB)"
-VARIANT_ENV = "SRDEPLOY_BUCKET_ATTENTION"
-VARIANTS = ("gather", "chunk")
+VARIANT_ENV, VARIANTS = bench_kernels.VARIANT_ENV, bench_kernels.VARIANTS
 FP32_DB, FP16_DB, END_TO_END_FP16_DB = 100.0, 60.0, 45.0
 
 
@@ -82,33 +81,15 @@ def poisoned_workspace(nbytes: int) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------- variants
 
-def _variants_honoured() -> bool:
-    """Whether the library reads $SRDEPLOY_BUCKET_ATTENTION: it must refuse an unknown value."""
-    q, v, order, rank = op_cases.sorted_attention_inputs(1, 12, 12, 8, 8, 144, 1, seed=0)
-    saved = os.environ.get(VARIANT_ENV)
-    os.environ[VARIANT_ENV] = "no-such-variant"
-    try:
-        KERNELS.bucket_attention(q, v, order, rank, 144, 1, op_cases.KEY_EPS)
-        torch.cuda.synchronize()
-        return False
-    except loader.KernelError:
-        return True
-    finally:
-        if saved is None:
-            del os.environ[VARIANT_ENV]
-        else:
-            os.environ[VARIANT_ENV] = saved
-
-
 @pytest.fixture(scope="module")
-def variants_honoured():
-    return _variants_honoured()
+def variants_built():
+    return bench_kernels.variants_of(KERNELS)
 
 
 @pytest.fixture(params=VARIANTS)
-def variant(request, monkeypatch, variants_honoured):
+def variant(request, monkeypatch, variants_built):
     """Runs the test under one BucketAttention variant (the C ABI reads the variable at every call)."""
-    if request.param != "gather" and not variants_honoured:
+    if request.param not in variants_built:
         pytest.skip(f"this kernels library ignores ${VARIANT_ENV}: only the gather kernel is built in")
     monkeypatch.setenv(VARIANT_ENV, request.param)
     return request.param
