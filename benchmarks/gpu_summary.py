@@ -73,9 +73,9 @@ def read_steps(path: Path) -> list[dict[str, Any]]:
     steps = []
     if path.is_file():
         for line in path.read_text().splitlines():
-            name, status, seconds, rc, *note = line.split("\t") + [""]
+            name, status, seconds, rc, note = (line.split("\t") + [""])[:5]
             steps.append({"name": name, "status": status, "seconds": float(seconds), "rc": int(rc),
-                          **({"note": note[0]} if note and note[0] else {})})
+                          **({"note": note} if note else {})})
     return steps
 
 
@@ -104,7 +104,8 @@ def collect(out_dir: Path) -> dict[str, Any]:
     parity = read_jsonl(out_dir / "parity.jsonl") + bench.get("parity", [])
     summary = {**environment(), "steps": read_steps(out_dir / "steps.tsv"), "parity": parity,
                "speed": bench.get("speed", []), "memory": bench.get("memory", []),
-               "targets": bench.get("targets", []), "benchmark_config": bench.get("config")}
+               "targets": bench.get("targets", []), "benchmark_config": bench.get("config"),
+               "measurements": bench.get("rows", [])}
     summary["parity_failed"] = [r["name"] for r in parity if not parity_passed(r)]
     return summary
 
@@ -138,6 +139,10 @@ def markdown(s: dict[str, Any]) -> str:
              "## Peak memory (max_memory_allocated above the inputs; ratio = baseline / this)",
              _table(s["memory"], [("name", "path"), ("peak_mib", "MiB"), ("baseline", "baseline"),
                                   ("baseline_peak_mib", "baseline MiB"), ("ratio", "reduction")])]
+    if s.get("measurements"):
+        parts += ["## Every measurement (benchmarks.kernels)",
+                  _table(s["measurements"], [("name", "path"), ("median_ms", "median ms"), ("peak_mib", "peak MiB"),
+                                             ("us_per_pixel", "µs/px"), ("note", "note")])]
     if s.get("targets"):
         parts += ["## Targets (issue 10)", _table(s["targets"], [("name", "target"), ("wanted", "wanted"),
                                                                  ("measured", "measured"), ("met", "met")])]

@@ -14,7 +14,8 @@
 # OUT_DIR gets at most 8 files: environment.txt, steps.tsv, run.log, parity.jsonl, kernels.json,
 # summary.json, summary.md. Builds and scratch files go to build/gpu_check/ (git-ignored).
 # The GPU machine receives only the repository: what it needs from ../shared (TensorRT headers, Set5)
-# is copied into .gpu/ by scripts/prepare_gpu_run.sh, which also prints the device call.
+# is copied into .gpu/ by scripts/prepare_gpu_run.sh, which also prints the device call (and builds
+# sm_90 libraries into .gpu/prebuilt/, used only if the build here fails).
 #
 # --dry-run: the same build (sm_90), the collection of the GPU test modules and the benchmark imports
 # (plus a tiny CPU run of the benchmark logic and the summary), with polygraphy, onnx_graphsurgeon,
@@ -101,8 +102,12 @@ run_step() {
   printf '\n===== %s (limit %s s): %s\n' "$name" "$limit" "$*" >> "$LOG"
   local start rc status
   start=$(date +%s.%N)
-  timeout -k 10 "$limit" bash -c '"$@"' "$name" "$@" >> "$LOG" 2>&1  # bash -c: steps may be functions
+  timeout -k 10 "$limit" bash -c '"$@"' "$name" "$@" > "$WORK/step.out" 2>&1  # bash -c: steps may be functions
   rc=$?
+  cat "$WORK/step.out" >> "$LOG"
+  # pytest's count line ("3 failed, 97 passed in 41.2s") becomes the step's note
+  local note
+  note=$(grep -E '[0-9]+ (passed|failed|skipped|errors?|deselected).* in [0-9.]+s' "$WORK/step.out" | tail -1 | tr -d '=' | xargs)
   local secs
   secs=$(python3 -c "print(round($(date +%s.%N) - $start, 1))")
   case $rc in
@@ -111,8 +116,8 @@ run_step() {
     *) status=failed ;;
   esac
   [ "$rc" -ne 0 ] && failed=1
-  printf '%s\t%s\t%s\t%s\n' "$name" "$status" "$secs" "$rc" >> "$STEPS"
-  printf '%-14s %-8s %7s s\n' "$name" "$status" "$secs"
+  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$status" "$secs" "$rc" "$note" >> "$STEPS"
+  printf '%-17s %-8s %7s s  %s\n' "$name" "$status" "$secs" "$note"
   return $rc
 }
 
@@ -154,7 +159,22 @@ ENQUEUE_TEST=tests/test_plugin_enqueue.py
 echo "gpu_check$([ "$DRY" = 1 ] && echo ' --dry-run'): $OUT_DIR (arch $ARCH, $JOBS jobs)"
 run_step environment 20 300 environment
 cp "$LOG" "$OUT_DIR/environment.txt" 2>/dev/null
+if [ -z "${GPU_CHECK_STEPS:-}" ] || [[ ",$GPU_CHECK_STEPS," == *",build,"* ]]; then
+  rm -f "$SRDEPLOY_KERNELS_LIB" "$SRDEPLOY_TRT_PLUGINS"  # what the steps below use is what this build made
+fi
 run_step build "$([ "$DRY" = 1 ] && echo 1800 || echo 120)" 150 build
+if [ "$DRY" = 0 ]; then
+  # a library the build did not make: the one prepare_gpu_run.sh built for sm_90, so the check still measures
+  for var in SRDEPLOY_KERNELS_LIB SRDEPLOY_TRT_PLUGINS; do
+    prebuilt="$REPO/.gpu/prebuilt/$(basename "${!var}")"
+    if [ ! -f "${!var}" ] && [ -f "$prebuilt" ]; then
+      export "$var=$prebuilt"
+      printf 'prebuilt_fallback\tok\t0\t0\t%s from .gpu/prebuilt/, built from %s\n' "$(basename "$prebuilt")" \
+        "$(cat "$REPO/.gpu/prebuilt/COMMIT" 2>/dev/null || echo 'an unknown commit')" >> "$STEPS"
+      echo "using the prebuilt $(basename "$prebuilt") (.gpu/prebuilt/)"
+    fi
+  done
+fi
 
 if [ "$DRY" = 1 ]; then
   modules=(tests/test_kernels_gpu.py)
@@ -166,6 +186,7 @@ if [ "$DRY" = 1 ]; then
   run_step bench_cpu_logic 300 0 python3 -m benchmarks.kernels --device cpu --groups nlsa,fold --sizes 12 \
     --fold-sizes 8 --dtypes fp32 --reps 1 --out "$WORK/bench"
 else
+  export SRDEPLOY_REQUIRE_GPU=1  # a GPU test module that would skip everything fails instead
   run_step kernel_tests 120 110 "${PYTEST[@]}" -m gpu tests/test_kernels_gpu.py
   if [ -f "$ENQUEUE_TEST" ]; then
     run_step enqueue 60 90 "${PYTEST[@]}" -m gpu "$ENQUEUE_TEST"

@@ -10,6 +10,7 @@ Imports only torch, numpy and project modules that need nothing else: the GPU ma
 polygraphy, onnx-graphsurgeon, onnxruntime-extensions or TensorRT. Every PSNR also goes to
 $SRDEPLOY_PARITY_LOG when set (scripts/gpu_check.sh collects them into summary.json)."""
 import math
+import os
 
 import pytest
 import torch
@@ -28,15 +29,18 @@ FP32_DB, FP16_DB, END_TO_END_FP16_DB = 100.0, 60.0, 45.0
 
 
 def _kernels():
+    """(the loaded library or None, why not)."""
     if not torch.cuda.is_available():
-        return None
+        return None, "torch sees no CUDA device"
     try:
-        return loader.load()
-    except loader.KernelsUnavailable:
-        return None
+        return loader.load(), ""
+    except loader.KernelsUnavailable as e:
+        return None, str(e)
 
 
-KERNELS = _kernels()
+KERNELS, WHY_NOT = _kernels()
+if KERNELS is None and os.environ.get("SRDEPLOY_REQUIRE_GPU") == "1":  # scripts/gpu_check.sh: no silent all-skip
+    raise RuntimeError(f"SRDEPLOY_REQUIRE_GPU=1 but the GPU tests cannot run: {WHY_NOT}")
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(KERNELS is None, reason=REASON)]
 
 
