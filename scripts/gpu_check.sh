@@ -106,8 +106,8 @@ run_step() {
   rc=$?
   cat "$WORK/step.out" >> "$LOG"
   # pytest's count line ("3 failed, 97 passed in 41.2s") becomes the step's note
-  local note
-  note=$(grep -E '[0-9]+ (passed|failed|skipped|errors?|deselected).* in [0-9.]+s' "$WORK/step.out" | tail -1 | tr -d '=' | xargs)
+  local note=""
+  [[ " $* " == *" pytest "* ]] && note=$(grep -E '[0-9]+ (passed|failed|skipped|errors?|deselected).* in [0-9.]+s' "$WORK/step.out" | tail -1 | tr -d '=' | xargs)
   local secs
   secs=$(python3 -c "print(round($(date +%s.%N) - $start, 1))")
   case $rc in
