@@ -3,9 +3,9 @@
     python -m benchmarks.gpu_summary collect OUT_DIR     # OUT_DIR/summary.json + summary.md (on the GPU machine)
     python -m benchmarks.gpu_summary publish OUT_DIR     # -> benchmarks/results/gpu/<gpu-name>.json + .md
 
-``collect`` joins what the check's steps left in OUT_DIR: ``steps.tsv`` (name, status, seconds, exit code
-per step), ``parity.jsonl`` (rows written by the GPU tests through :func:`record_parity`) and
-``kernels.json`` (benchmarks.kernels: parity, speed and memory rows), with the device, driver, CUDA and
+``collect`` joins what the check's steps left in OUT_DIR: ``steps.tsv`` (name, status, seconds, exit code,
+note per step), ``parity.jsonl`` (rows written by the GPU tests through :func:`record_parity`) and
+``kernels.json`` + ``kernels_chunk.json`` (benchmarks.kernels: parity, speed and memory rows), with the device, driver, CUDA and
 torch versions, into the schema of issue 10. ``publish`` copies a collected summary into the
 repository under the GPU's name (spaces as dashes), refusing to replace an existing file unless
 ``--overwrite``.
@@ -99,13 +99,31 @@ def parity_passed(row: dict[str, Any]) -> bool:
     return isinstance(row.get("psnr_db"), (int, float)) and row["psnr_db"] >= row.get("floor_db", float("inf"))
 
 
+def read_benchmarks(out_dir: Path) -> dict[str, list]:
+    """kernels.json and kernels_chunk.json (one benchmark process per BucketAttention variant), joined."""
+    joined: dict[str, list] = {"parity": [], "speed": [], "memory": [], "targets": [], "rows": [], "config": []}
+    for name in ("kernels.json", "kernels_chunk.json"):
+        path = out_dir / name
+        if not path.is_file():
+            continue
+        try:
+            bench = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            joined["parity"].append({"name": f"{name} unreadable", "passed": False, "note": str(e)})
+            continue
+        for key in ("parity", "speed", "memory", "targets", "rows"):  # "run": which process measured it
+            joined[key] += [{**row, "run": name} for row in bench.get(key, [])]
+        joined["config"].append({"file": name, **(bench.get("config") or {}),
+                                 "variants": (bench.get("environment") or {}).get("variants")})
+    return joined
+
+
 def collect(out_dir: Path) -> dict[str, Any]:
-    bench = json.loads((out_dir / "kernels.json").read_text()) if (out_dir / "kernels.json").is_file() else {}
-    parity = read_jsonl(out_dir / "parity.jsonl") + bench.get("parity", [])
+    bench = read_benchmarks(out_dir)
+    parity = read_jsonl(out_dir / "parity.jsonl") + bench["parity"]
     summary = {**environment(), "steps": read_steps(out_dir / "steps.tsv"), "parity": parity,
-               "speed": bench.get("speed", []), "memory": bench.get("memory", []),
-               "targets": bench.get("targets", []), "benchmark_config": bench.get("config"),
-               "measurements": bench.get("rows", [])}
+               "speed": bench["speed"], "memory": bench["memory"], "targets": bench["targets"],
+               "benchmark_config": bench["config"], "measurements": bench["rows"]}
     summary["parity_failed"] = [r["name"] for r in parity if not parity_passed(r)]
     return summary
 

@@ -7,12 +7,14 @@
 # Steps, each independent (its own time limit; a failure is recorded and the next step runs):
 #   environment  GPU, driver, CUDA, torch              -> OUT_DIR/environment.txt
 #   build        kernels + TensorRT plugin library (+ enqueue harness) for this GPU's architecture only
-#   kernel_tests pytest -m gpu tests/test_kernels_gpu.py  (parity rows -> OUT_DIR/parity.jsonl)
-#   enqueue      pytest -m gpu tests/test_plugin_enqueue.py (the IPluginV3 enqueue harness)
-#   benchmarks   python -m benchmarks.kernels             -> OUT_DIR/kernels.json
-#   summary      python -m benchmarks.gpu_summary collect -> OUT_DIR/summary.json + summary.md
+#   kernel_tests        pytest -m gpu tests/test_kernels_gpu.py, gather variant (parity rows -> parity.jsonl)
+#   kernel_tests_chunk  the same tests under the chunk variant, in a process of its own
+#   enqueue             pytest -m gpu tests/test_plugin_enqueue.py (the IPluginV3 enqueue harness)
+#   benchmarks          python -m benchmarks.kernels (gather)      -> OUT_DIR/kernels.json
+#   benchmarks_chunk    the BucketAttention groups under chunk     -> OUT_DIR/kernels_chunk.json
+#   summary             python -m benchmarks.gpu_summary collect   -> OUT_DIR/summary.json + summary.md
 # OUT_DIR gets at most 8 files: environment.txt, steps.tsv, run.log, parity.jsonl, kernels.json,
-# summary.json, summary.md. Builds and scratch files go to build/gpu_check/ (git-ignored).
+# kernels_chunk.json, summary.json, summary.md. Builds and scratch files go to build/gpu_check/ (git-ignored).
 # The GPU machine receives only the repository: what it needs from ../shared (TensorRT headers, Set5)
 # is copied into .gpu/ by scripts/prepare_gpu_run.sh, which also prints the device call (and builds
 # sm_90 libraries into .gpu/prebuilt/, used only if the build here fails).
@@ -187,17 +189,22 @@ if [ "$DRY" = 1 ]; then
     --fold-sizes 8 --dtypes fp32 --reps 1 --out "$WORK/bench"
 else
   export SRDEPLOY_REQUIRE_GPU=1  # a GPU test module that would skip everything fails instead
-  run_step kernel_tests 120 110 "${PYTEST[@]}" -m gpu tests/test_kernels_gpu.py
+  # The new chunk variant runs in processes of its own: a sticky CUDA error there cannot cost the rest.
+  run_step kernel_tests 100 152 "${PYTEST[@]}" -m gpu -k "not chunk" tests/test_kernels_gpu.py
+  run_step kernel_tests_chunk 60 122 "${PYTEST[@]}" -m gpu -k chunk tests/test_kernels_gpu.py
   if [ -f "$ENQUEUE_TEST" ]; then
-    run_step enqueue 60 90 "${PYTEST[@]}" -m gpu "$ENQUEUE_TEST"
+    run_step enqueue 60 102 "${PYTEST[@]}" -m gpu "$ENQUEUE_TEST"
   else
     printf 'enqueue\tskipped\t0\t-1\t%s not in this checkout\n' "$ENQUEUE_TEST" >> "$STEPS"
   fi
-  rm -rf "$WORK/bench"
-  run_step benchmarks 200 12 python3 -m benchmarks.kernels --out "$WORK/bench" --reps 20
+  rm -rf "$WORK/bench" "$WORK/bench_chunk"
+  run_step benchmarks 200 42 python3 -m benchmarks.kernels --out "$WORK/bench" --variants gather --reps 20
+  run_step benchmarks_chunk 60 12 python3 -m benchmarks.kernels --out "$WORK/bench_chunk" --variants chunk \
+    --groups nlsa,nlsn_x4 --no-compile --reps 20
 fi
 # kernels.json is rewritten after every benchmark group: a benchmark stopped by its limit still leaves figures
 [ -f "$WORK/bench/kernels.json" ] && cp "$WORK/bench/kernels.json" "$OUT_DIR/kernels.json"
+[ "$DRY" = 0 ] && [ -f "$WORK/bench_chunk/kernels.json" ] && cp "$WORK/bench_chunk/kernels.json" "$OUT_DIR/kernels_chunk.json"
 run_step summary 30 0 python3 -m benchmarks.gpu_summary collect "$OUT_DIR"
 [ -f "$OUT_DIR/summary.md" ] && cat "$OUT_DIR/summary.md"
 [ "$DRY" = 1 ] && rm -rf "$WORK/bench"

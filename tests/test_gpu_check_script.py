@@ -134,6 +134,9 @@ def _fake_out_dir(path: Path) -> Path:
         "speed": [{"name": "k", "median_ms": 1.0, "baseline": "o", "baseline_median_ms": 9.0, "ratio": 9.0}],
         "memory": [{"name": "k", "peak_mib": 10.0, "baseline": "o", "baseline_peak_mib": 200.0, "ratio": 20.0}],
         "targets": [{"name": "t", "wanted": ">= 8x", "measured": 9.0, "met": True}]}))
+    (path / "kernels_chunk.json").write_text(json.dumps({
+        "parity": [{"name": "nlsa chunk", "psnr_db": 99.0, "floor_db": 100.0, "passed": False}],
+        "environment": {"variants": ["chunk"]}}))
     return path
 
 
@@ -146,7 +149,9 @@ def test_summary_collect_and_publish(tmp_path, monkeypatch):
     assert {"device", "driver", "cuda", "torch", "parity", "speed", "memory", "steps"} <= set(summary)
     assert [s["name"] for s in summary["steps"]] == ["build", "kernel_tests", "enqueue"]
     assert summary["steps"][2]["note"] == "not in this checkout"
-    assert summary["parity_failed"] == ["attn"] and len(summary["parity"]) == 3
+    assert summary["parity_failed"] == ["attn", "nlsa chunk"] and len(summary["parity"]) == 4
+    assert summary["parity"][3]["run"] == "kernels_chunk.json" and summary["speed"][0]["run"] == "kernels.json"
+    assert [c["variants"] for c in summary["benchmark_config"]] == [None, ["chunk"]]
     assert "| attn | 58.00 | 60.00 |" in (out / "summary.md").read_text().replace(" FAILED", "")
     dest = tmp_path / "results"
     assert gpu_summary.main(["publish", str(out), "--dest", str(dest)]) == 0
