@@ -118,18 +118,15 @@ def attention_variant(name: str | None):
 
 
 def variants_of(kernels: loader.Kernels) -> list[str]:
-    """The BucketAttention variants this library offers: all of VARIANTS when it refuses an unknown
-    $SRDEPLOY_BUCKET_ATTENTION (so it reads the variable), else only the built-in gather kernel."""
-    q, v, order, rank = op_cases.sorted_attention_inputs(1, 12, 12, 8, 8, 144, 1, seed=0)
+    """The BucketAttention variants this library offers, asked without a GPU: given an unknown
+    $SRDEPLOY_BUCKET_ATTENTION and no workspace, a library that reads the variable refuses the name
+    (SRD_ERR_INVALID_ATTRIBUTE) before anything else; one that predates the variants (gather only)
+    asks for workspace instead. Nothing is launched either way."""
+    fake = 0x1000  # non-NULL pointers the C ABI never dereferences before refusing the call
     with attention_variant("no-such-variant"):
-        try:
-            kernels.bucket_attention(q, v, order, rank, 144, 1, op_cases.KEY_EPS)
-            torch.cuda.synchronize()
-        except loader.KernelError as e:
-            if e.status == SRD_ERR_INVALID_ATTRIBUTE:
-                return list(VARIANTS)
-            raise
-    return ["gather"]
+        status = kernels.lib.srd_bucket_attention(fake, fake, fake, fake, fake, 1, 144, 8, 8, 144, 1, 5e-5, 0,
+                                                  None, 0, None)
+    return list(VARIANTS) if status == SRD_ERR_INVALID_ATTRIBUTE else ["gather"]
 
 
 # --------------------------------------------------------------------------------------- timing

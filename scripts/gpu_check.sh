@@ -35,8 +35,8 @@ if [ "${1:-}" = "--dry-run" ]; then DRY=1; shift; fi
 case "${1:-}" in -*) echo "usage: scripts/gpu_check.sh [--dry-run] [OUT_DIR]" >&2; exit 2 ;; esac
 WORK="$REPO/build/gpu_check"
 if [ "$DRY" = 1 ]; then
-  OUT_DIR="${1:-$WORK/dry_run_out}"
-  rm -rf "$OUT_DIR"
+  OUT_DIR="${1:-}"
+  [ -n "$OUT_DIR" ] || { OUT_DIR="$WORK/dry_run_out"; rm -rf "$OUT_DIR"; }  # only its own default is cleared
 else
   OUT_DIR="${1:-${OUT:-}}"
   [ -n "$OUT_DIR" ] || { echo "error: give OUT_DIR (or set OUT): scripts/gpu_check.sh OUT_DIR" >&2; exit 2; }

@@ -2,6 +2,7 @@
 at tiny sizes), the summary and publish tool, the near-tie rule on the torch path, the parity log,
 and the script's argument checks. The dry run itself (build + collection) runs in .ci/run."""
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -56,6 +57,18 @@ def test_benchmark_network_groups_on_cpu(tmp_path):
         ("csnln x2 8x8 one pass fp32 kernels", "csnln x2 8x8 one pass fp32 reference")}
     nlsn_target = [t for t in record["targets"] if t["name"].startswith("NLSN x4")]
     assert nlsn_target and nlsn_target[0]["measured"] is None  # no fp16 row measured: the target stays open
+
+
+def test_bucket_attention_variants_are_detected_without_a_gpu():
+    """What the GPU check measures depends on this: both variants once the chunk kernel is in the sources."""
+    from plugins import loader
+    path = REPO / "build" / "gpu_check" / "build_90-real" / "libsrdeploy_kernels.so"  # the dry run's build
+    if not path.is_file():
+        pytest.skip(f"{path} not built (scripts/gpu_check.sh --dry-run builds it; .ci/run runs that first)")
+    has_chunk = (REPO / "plugins" / "bucketAttention" / "bucketAttentionChunkKernel.cu").is_file()
+    lib = loader.load(path)
+    assert kernels.variants_of(lib) == (["gather", "chunk"] if has_chunk else ["gather"])
+    assert kernels.VARIANT_ENV not in os.environ  # restored
 
 
 def test_official_style_attention_matches_reference_with_wrap_and_padding():
@@ -168,9 +181,10 @@ def test_gpu_check_script_refuses_bad_arguments(tmp_path):
     bad = subprocess.run([script, "--bogus"], capture_output=True, text=True)
     assert bad.returncode == 2 and "usage" in bad.stderr
     (tmp_path / "old.txt").write_text("keep me")
-    full = subprocess.run([script, str(tmp_path)], capture_output=True, text=True)
-    assert full.returncode == 2 and "not empty" in full.stderr
-    assert (tmp_path / "old.txt").read_text() == "keep me"
+    for args in ([str(tmp_path)], ["--dry-run", str(tmp_path)]):  # a user's folder is never cleared
+        full = subprocess.run([script, *args], capture_output=True, text=True)
+        assert full.returncode == 2 and "not empty" in full.stderr
+        assert (tmp_path / "old.txt").read_text() == "keep me"
 
 
 def test_prepare_gpu_run_needs_the_shared_folder(tmp_path):
