@@ -7,7 +7,7 @@
 # Steps, each independent (its own time limit; a failure is recorded and the next step runs):
 #   environment  GPU, driver, CUDA, torch              -> OUT_DIR/environment.txt
 #   build        kernels + TensorRT plugin library (+ enqueue harness) for this GPU's architecture only
-#   kernel_tests        pytest -m gpu tests/test_kernels_gpu.py, gather variant (parity rows -> parity.jsonl)
+#   kernel_tests        pytest -m gpu tests/test_*gpu*.py, gather variant (parity rows -> parity.jsonl)
 #   kernel_tests_chunk  the same tests under the chunk variant, in a process of its own
 #   enqueue             pytest -m gpu tests/test_plugin_enqueue.py (the IPluginV3 enqueue harness)
 #   benchmarks          python -m benchmarks.kernels (gather)      -> OUT_DIR/kernels.json
@@ -157,6 +157,7 @@ export SRDEPLOY_KERNELS_LIB="$BUILD/libsrdeploy_kernels.so" SRDEPLOY_TRT_PLUGINS
 export SRDEPLOY_PARITY_LOG="$OUT_DIR/parity.jsonl"
 PYTEST=(python3 -m pytest -p no:cacheprovider -rA -q)
 ENQUEUE_TEST=tests/test_plugin_enqueue.py
+GPU_TESTS=(tests/test_*gpu*.py)  # every GPU test module (e.g. test_kernels_gpu.py, test_kernels_hardening_gpu.py)
 
 echo "gpu_check$([ "$DRY" = 1 ] && echo ' --dry-run'): $OUT_DIR (arch $ARCH, $JOBS jobs)"
 run_step environment 20 300 environment
@@ -179,7 +180,7 @@ if [ "$DRY" = 0 ]; then
 fi
 
 if [ "$DRY" = 1 ]; then
-  modules=(tests/test_kernels_gpu.py)
+  modules=("${GPU_TESTS[@]}")
   [ -f "$ENQUEUE_TEST" ] && modules+=("$ENQUEUE_TEST")
   run_step collect_gpu_tests 300 0 "${PYTEST[@]}" -m gpu --collect-only "${modules[@]}"
   run_step bench_imports 120 0 python3 -c \
@@ -190,8 +191,8 @@ if [ "$DRY" = 1 ]; then
 else
   export SRDEPLOY_REQUIRE_GPU=1  # a GPU test module that would skip everything fails instead
   # The new chunk variant runs in processes of its own: a sticky CUDA error there cannot cost the rest.
-  run_step kernel_tests 100 152 "${PYTEST[@]}" -m gpu -k "not chunk" tests/test_kernels_gpu.py
-  run_step kernel_tests_chunk 60 122 "${PYTEST[@]}" -m gpu -k chunk tests/test_kernels_gpu.py
+  run_step kernel_tests 100 152 "${PYTEST[@]}" -m gpu -k "not chunk" "${GPU_TESTS[@]}"
+  run_step kernel_tests_chunk 60 122 "${PYTEST[@]}" -m gpu -k chunk "${GPU_TESTS[@]}"
   if [ -f "$ENQUEUE_TEST" ]; then
     run_step enqueue 60 102 "${PYTEST[@]}" -m gpu "$ENQUEUE_TEST"
   else
