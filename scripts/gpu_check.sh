@@ -139,7 +139,9 @@ if [ -z "${ARCH:-}" ]; then
     ARCH="$(python3 -c 'import torch; m, n = torch.cuda.get_device_capability(); print(f"{m}{n}-real")' 2>/dev/null || echo 90-real)"
   fi
 fi
-BUILD="$WORK/build_$ARCH"
+# The folder the tests' trt_plugins_lib fixture and plugins.trt.harness use: in CI the suite after the
+# dry run then rebuilds nothing.
+BUILD="$REPO/build/trt-plugins-$ARCH"
 build() {
   if [ -n "$TRT_ROOT" ]; then
     python3 -m plugins.build --build-dir "$BUILD" --arch "$ARCH" --jobs "$JOBS" --tensorrt-root "$TRT_ROOT" && return 0
