@@ -18,3 +18,11 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"shared fixtures not found at {SHARED} (set SRDEPLOY_SHARED)")
     return SHARED
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _export_cache(tmp_path_factory):
+    """On-the-fly exports (runtime.ort.cached_export) go to a per-session folder, not ~/.cache."""
+    os.environ["SRDEPLOY_CACHE_DIR"] = str(tmp_path_factory.mktemp("srdeploy-cache"))
+    yield
+    os.environ.pop("SRDEPLOY_CACHE_DIR", None)
