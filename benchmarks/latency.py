@@ -245,18 +245,9 @@ COLUMNS = [("model", "model"), ("scale", "scale"), ("size", "LR size"), ("batch"
            ("status", "status")]
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from runtime.cli import HelpFormatter
+    from runtime.cli import HelpFormatter, whole_number
+    _positive = whole_number(1)
     examples = __doc__.split("\n\n")[1]
     p = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__.split("\n\n")[2],
                                 epilog="examples:\n" + examples, formatter_class=HelpFormatter)
@@ -265,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch on that device, onnxruntime with that provider")
     p.add_argument("--batch", type=_positive, default=1, help="images per run")
     p.add_argument("--threads", type=_positive, default=1, help="intra-op threads of torch and onnxruntime")
-    p.add_argument("--warmup", type=int, default=3, help="untimed runs before timing")
+    p.add_argument("--warmup", type=whole_number(0), default=3, help="untimed runs before timing")
     p.add_argument("--repeat", type=_positive, default=20, help="timed runs (median and p90 over them)")
     p.add_argument("--no-profile", dest="profile", action="store_false",
                    help="skip onnxruntime's per-op profile of the slowest case")

@@ -3,7 +3,21 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["HelpFormatter"]
+__all__ = ["HelpFormatter", "whole_number"]
+
+
+def whole_number(low: int, high: int | None = None):
+    """argparse type: an int from ``low`` to ``high`` (no upper bound when None)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"≥ {low}" if high is None else f"from {low} to {high}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+    return parse
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

@@ -26,6 +26,7 @@ from tqdm import tqdm
 import models
 
 from .backends import BACKENDS, BackendError, open_backend
+from .cli import HelpFormatter, whole_number
 from .imageio import (DEFAULT_QUALITY, FORMATS, INPUT_FORMATS, ImageData, ImageReadError, OutputExistsError,
                       is_supported, is_writable, read_image, write_image)
 from .paths import file_problem, folder_problem
@@ -64,24 +65,8 @@ class Plan:
     first: ImageData | None = None  # that image
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {value}")
-    return value
-
-
-def _quality(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 100, got {text!r}") from None
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"must be from 1 to 100, got {value}")
-    return value
+_non_negative = whole_number(0)
+_quality = whole_number(1, 100)
 
 
 def _positive_float(text: str) -> float:
@@ -94,6 +79,12 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _device(text: str) -> str:
+    if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+
+
 def _suffix(text: str) -> str:
     """A file-name part: it must not lead the output out of -o (no separators, no NUL)."""
     bad = [c for c in ("/", os.sep, os.altsep, "\0") if c and c in text]
@@ -103,8 +94,6 @@ def _suffix(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .cli import HelpFormatter
-
     exts = sorted({e.lstrip(".") for e in FORMATS})
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -169,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--engine", metavar="PATH",
                    help="--backend trt: a TensorRT engine from python -m runtime.build (runs on the GPU; "
                         "tiles are sized to the engine's profile)")
-    m.add_argument("--device", default="auto", metavar="{auto,cpu,cuda,cuda:N}",
+    m.add_argument("--device", type=_device, default="auto", metavar="{auto,cpu,cuda,cuda:N}",
                    help="device; auto: cuda when a CUDA GPU (onnxruntime: its CUDA provider) is available, else cpu")
     m.add_argument("--half", action="store_true",
                    help="--backend torch on CUDA: fp16 (hashing and softmax statistics stay fp32); "
@@ -474,7 +463,7 @@ class _Progress:
 
 
 def _summary(plan: Plan, written: list[Job], failed: list[Job], seconds: float, interrupted: bool) -> None:
-    if not plan.to_folder and not failed and not interrupted:
+    if plan.single and not failed and not interrupted:
         _say(f"wrote {plan.jobs[0].dst} in {seconds:.1f} s")
         return
     rate = f", {len(written) / seconds:.2f} images/s" if written and seconds > 0 else ""

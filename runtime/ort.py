@@ -247,14 +247,6 @@ def cache_dir() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "srdeploy"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _export_code_digest() -> str:
     """What the export depends on besides the weights: the code of models/ and export/ (a changed
     decomposition or network makes a new file, never a stale one), torch and onnx versions."""
@@ -286,7 +278,8 @@ def cached_export(weights: Path, *, model: str | None = None, scale: int | None 
     check_writable_dir(folder, f"cannot keep the on-the-fly export in the cache folder (set {CACHE_ENV} or pass "
                                f"--onnx FILE):")
     from export.onnx import DEFAULT_OPSET, FORMAT_VERSION
-    digest = _sha256(weights)
+    from runtime.trt import sha256_file  # light: TensorRT itself loads only when used
+    digest = sha256_file(weights)
     key = hashlib.sha256(json.dumps({"weights": digest, "ops": ops, "precision": "fp32", "opset": DEFAULT_OPSET,
                                      "format": FORMAT_VERSION, "code": _export_code_digest()},
                                     sort_keys=True).encode()).hexdigest()[:16]

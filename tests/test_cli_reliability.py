@@ -426,6 +426,11 @@ def test_device_auto_picks_cuda_when_available(monkeypatch):
     assert infer._resolve_device(args) == "cuda"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert infer._resolve_device(args) == "cpu"
+    for good in ("cpu", "cuda", "cuda:1"):
+        assert infer.build_parser().parse_args(["-i", "x", "-o", "y", "--device", good]).device == good
+    with pytest.raises(SystemExit) as e:
+        infer.build_parser().parse_args(["-i", "x", "-o", "y", "--device", "tpu"])
+    assert e.value.code == 2
 
 
 # ----------------------------------------------------------------------------- benchmarks
