@@ -463,7 +463,7 @@ class _Progress:
 
 
 def _summary(plan: Plan, written: list[Job], failed: list[Job], seconds: float, interrupted: bool) -> None:
-    if plan.single and not failed and not interrupted:
+    if plan.single and written and not failed:
         _say(f"wrote {plan.jobs[0].dst} in {seconds:.1f} s")
         return
     rate = f", {len(written) / seconds:.2f} images/s" if written and seconds > 0 else ""

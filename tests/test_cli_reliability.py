@@ -305,6 +305,26 @@ def test_skip_existing_resumes(lr, ckpt, tmp_path, capsys, counters):
     assert run("-i", lr, "-o", out, "--skip-existing", "--overwrite") == 2  # exclusive (argparse)
 
 
+def test_skip_existing_single_image(lr, ckpt, tmp_path, capsys, counters):
+    out = tmp_path / "o.png"
+    out.write_bytes(b"keep")
+    assert run("-i", lr / "a.png", "-o", out, "--weights", ckpt, "--skip-existing") == 0
+    assert "0 written, 1 skipped" in capsys.readouterr().err and out.read_bytes() == b"keep"
+    assert counters == {"build": 0, "upscale": 0}
+
+
+def test_export_cli_checks_its_output_before_building(tmp_path, capsys, monkeypatch):
+    from export import onnx as export_onnx
+    monkeypatch.setattr(export_onnx, "load_model", lambda *a, **k: pytest.fail("built before the refusal"))
+    blocker = tmp_path / "f"
+    blocker.write_text("x")
+    assert export_onnx.main(["--model", "nlsn", "--scale", "2", "-o", str(blocker / "x.onnx")]) == 2
+    assert "f is not a directory" in capsys.readouterr().err
+    (tmp_path / "x.onnx").write_bytes(b"keep")
+    assert export_onnx.main(["--model", "nlsn", "--scale", "2", "-o", str(tmp_path / "x.onnx")]) == 2
+    assert "--overwrite" in capsys.readouterr().err and (tmp_path / "x.onnx").read_bytes() == b"keep"
+
+
 def test_interrupt_keeps_finished_images_and_no_partial_file(lr, ckpt, tmp_path, capsys, monkeypatch):
     calls = {"n": 0}
     real = infer.upscale
