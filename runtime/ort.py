@@ -259,24 +259,18 @@ def _export_code_digest() -> str:
     return h.hexdigest()
 
 
-def check_writable_dir(folder: Path, what: str) -> None:
-    """Raise OrtSetupError naming the cause unless ``folder`` exists or can be created, and can be
-    written to (checked before any work; nothing is created here)."""
-    from runtime.paths import folder_problem
-    problem = folder_problem(folder)
-    if problem:
-        raise OrtSetupError(f"{what} {folder}: {problem}")
-
-
 def cached_export(weights: Path, *, model: str | None = None, scale: int | None = None, ops: str = "onnx",
                   say: Callable[[str], None] | None = None) -> Path:
     """The ONNX export of a checkpoint, from :func:`cache_dir` when this very file (by its sha256),
     export options and export code were exported before, else exported now (atomically) and kept
     for the next run. ``say`` hears what happened and how long it took (default: stderr)."""
     say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    from runtime.paths import folder_problem
     folder = cache_dir() / "onnx"
-    check_writable_dir(folder, f"cannot keep the on-the-fly export in the cache folder (set {CACHE_ENV} or pass "
-                               f"--onnx FILE):")
+    problem = folder_problem(folder)  # checked before the weights are read or anything exported
+    if problem:
+        raise OrtSetupError(f"cannot keep the on-the-fly export: {problem}; set {CACHE_ENV} to a writable "
+                            f"folder or pass --onnx FILE")
     from export.onnx import DEFAULT_OPSET, FORMAT_VERSION
     from runtime.trt import sha256_file  # light: TensorRT itself loads only when used
     digest = sha256_file(weights)
@@ -297,7 +291,11 @@ def cached_export(weights: Path, *, model: str | None = None, scale: int | None 
     net = models.load(weights, model=model, scale=scale)
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    export_model(net, path, mode=ops, weights=str(weights), overwrite=True)
+    try:
+        export_model(net, path, mode=ops, weights=str(weights), overwrite=True)
+    except OSError as e:  # a full disk, a folder removed meanwhile: the temporary file is already gone
+        raise OrtSetupError(f"cannot write the on-the-fly export to {folder}: {e.strerror or e}; free space, "
+                            f"set {CACHE_ENV} or pass --onnx FILE") from None
     say(f"onnxruntime: exported {weights.name} in {time.perf_counter() - start:.1f} s to {path} "
         f"(cached: the next run reuses it; remove {folder} to free the space)")
     return path

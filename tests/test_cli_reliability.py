@@ -209,6 +209,23 @@ def test_ort_cuda_without_provider_is_refused_before_the_export(lr, ckpt, tmp_pa
     assert counters == {"build": 0, "upscale": 0} and not cache.exists()
 
 
+def test_cache_folder_rule_and_an_unusable_one(lr, ckpt, tmp_path, capsys, counters, monkeypatch):
+    from runtime.ort import cache_dir
+    monkeypatch.delenv("SRDEPLOY_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "srdeploy"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == tmp_path / "home" / ".cache" / "srdeploy"
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    monkeypatch.setenv("SRDEPLOY_CACHE_DIR", str(blocker / "cache"))
+    assert cache_dir() == blocker / "cache"
+    assert run("-i", lr / "a.png", "-o", tmp_path / "o.png", "--backend", "ort", "--weights", ckpt) == 2
+    one_line(capsys, "SRDEPLOY_CACHE_DIR", "--onnx FILE", "blocker is a file, not a folder")
+    assert counters == {"build": 0, "upscale": 0}
+
+
 def _python(*argv, env=None, module="runtime.infer"):
     return subprocess.run([sys.executable, "-m", module, *map(str, argv)], cwd=REPO, capture_output=True,
                           text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
