@@ -355,8 +355,6 @@ def _say_bundled(model: str | None, scale: int | None) -> None:
 def _open_backend(args, device: str):
     """The backend the flags ask for; a model file given to the wrong backend is an error, not ignored."""
     if args.backend == "trt":
-        if args.weights:
-            raise UsageError("--backend trt runs the engine given with --engine: drop --weights")
         backend = open_backend("trt", args.engine, model=args.model, scale=args.scale, device="cuda")
         if not args.official_chop:
             try:
@@ -365,8 +363,6 @@ def _open_backend(args, device: str):
                 raise UsageError(str(e)) from None
         return backend
     if args.onnx:
-        if args.weights:
-            raise UsageError("--onnx already holds the weights: drop --weights")
         return open_backend("ort", args.onnx, model=args.model, scale=args.scale, device=device)
     backend = load_upscaler(args.model, args.scale, args.weights, device, args.backend)
     if args.weights is None:
@@ -386,6 +382,10 @@ def _check_flags(args) -> None:
         raise UsageError("--engine goes with --backend trt")
     if args.backend == "trt" and not args.engine:
         raise UsageError("--backend trt needs --engine PATH (build one with python -m runtime.build)")
+    if args.backend == "trt" and args.weights:
+        raise UsageError("--backend trt runs the engine given with --engine: drop --weights")
+    if args.onnx and args.weights:
+        raise UsageError("--onnx already holds the weights: drop --weights")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -393,8 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_flags(args)
         plan = _plan(args)
-        scale = _scale_hint(args) if plan.to_folder and args.suffix is None else None
-        if scale is not None or not plan.to_folder or args.suffix is not None:
+        needs_scale = plan.to_folder and args.suffix is None  # the default suffix is _x<scale>
+        scale = _scale_hint(args) if needs_scale else None
+        names_known = not needs_scale or scale is not None
+        if names_known:
             _name_outputs(plan, args, scale)
             _check_outputs(plan, args)
         if plan.single and plan.jobs:
@@ -404,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             _summary(plan, [], [], 0.0, False)
             return EXIT_OK
         backend = _open_backend(args, device)
-        if plan.to_folder and args.suffix is None and scale is None:  # only the opened backend could tell
+        if not names_known:  # only the opened backend could tell the scale
             _name_outputs(plan, args, backend.scale)
             _check_outputs(plan, args)
     except (UsageError, BackendError, ImageReadError) as e:
