@@ -3,10 +3,12 @@ metrics, and writing results (JSON + a Markdown table), all reproducible from th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import platform
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -57,29 +59,75 @@ def option(text: str) -> tuple[str, Any]:
         return key, value
 
 
+class UsageExit(SystemExit):
+    """A bad argument or output found before any work: its one line is on stderr, exit status 2."""
+
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def fail(message: str, prog: str | None = None) -> UsageExit:
+    """Print ``prog: error: message`` (one line) and return the exception to raise."""
+    print(f"{prog or 'error'}{': error' if prog else ''}: {message}", file=sys.stderr)
+    return UsageExit(message)
+
+
 def add_model_arguments(p: argparse.ArgumentParser, default_sizes: str) -> None:
-    p.add_argument("--models", type=csv(str), default=list(MODELS), help="comma-separated: nlsn,csnln,edsr")
-    p.add_argument("--scales", type=csv(int), default=[2, 3, 4], help="comma-separated: 2,3,4")
-    p.add_argument("--modes", type=csv(str), default=list(MODES), help="export modes: onnx,plugin")
-    p.add_argument("--sizes", type=csv(size), default=csv(size)(default_sizes),
-                   help=f"LR input sizes HxW (default {default_sizes}); each is raised to the model's valid size")
+    p.add_argument("--models", type=csv(str), default=list(MODELS), metavar="{nlsn,csnln,edsr}[,...]",
+                   help="comma-separated architectures")
+    p.add_argument("--scales", type=csv(int), default=[2, 3, 4], metavar="{2,3,4}[,...]",
+                   help="comma-separated scales")
+    p.add_argument("--modes", type=csv(str), default=list(MODES), metavar="{onnx,plugin}[,...]",
+                   help="export modes: standard ops only (onnx) or srdeploy custom nodes (plugin)")
+    p.add_argument("--sizes", type=csv(size), default=csv(size)(default_sizes), metavar="HxW[,...]",
+                   help=f"LR input sizes (default: {default_sizes}); each is raised to the model's valid size")
+    p.add_argument("--weights", metavar="PATTERN",
+                   help="checkpoints, e.g. 'weights/{model}_x{scale}.pt' (default: the bundled compact weights "
+                        "of each model and scale (NLSN, CSNLN x2/x3/x4), random weights of --config where none "
+                        "are bundled (EDSR))")
+    p.add_argument("--random-weights", action="store_true",
+                   help="random weights (seed 0) of --config for every model, even where weights are bundled")
     p.add_argument("--config", choices=["small", "released"], default="small",
-                   help="small: tiny widths/depths (CPU minutes); released: the papers' configurations")
+                   help="random weights only: small (tiny widths/depths, CPU minutes) or released (the papers' "
+                        "configurations)")
     p.add_argument("--set", dest="options", action="append", type=option, default=[], metavar="KEY=VALUE",
                    help="model option (official name) applied to every model that has it")
-    p.add_argument("--weights", metavar="PATTERN",
-                   help="checkpoints, e.g. 'weights/{model}_x{scale}.pt' (default: random weights, seed 0)")
-    p.add_argument("--out-dir", type=Path, default=Path("results"), help="where JSON, table and plot go")
-    p.add_argument("--work-dir", type=Path, help="where exported ONNX files go (default: a temporary directory)")
+    p.add_argument("--out-dir", type=Path, default=Path("results"), metavar="DIR",
+                   help="where JSON, table and plot go (created if missing)")
+    p.add_argument("--work-dir", type=Path, metavar="DIR",
+                   help="where exported ONNX files go and are reused (default: a temporary folder, removed at "
+                        "the end)")
     p.add_argument("--overwrite", action="store_true", help="replace existing result files")
+
+
+def weights_for(name: str, scale: int, pattern: str | None, random_weights: bool = False) -> str | None:
+    """The checkpoint for (model, scale): the --weights pattern, else the bundled one, else None
+    (random weights); None as well with --random-weights."""
+    if pattern:
+        return pattern.format(model=name, scale=scale)
+    if random_weights:
+        return None
+    from models import weights as bundled
+    entry = bundled.find(name, scale)
+    return str(entry.path) if entry is not None and entry.model == name and entry.scale == scale else None
 
 
 def build_model(name: str, scale: int, config: str, options: Sequence[tuple[str, Any]] = (),
                 weights: str | None = None) -> SRModel:
+    """The network to measure: ``weights`` (a path or a {model}/{scale} pattern; bundled weights get
+    the options their manifest lists), else random weights (seed 0) of ``config``."""
     defaults = models.ARCHITECTURES[name][1]
     opts = {k: v for k, v in options if k in defaults}
     if weights:
-        return models.load(weights.format(model=name, scale=scale), model=name, scale=scale, **opts).eval()
+        from models import weights as bundled
+        path = weights.format(model=name, scale=scale)
+        entry = next((e for e in bundled.entries() if str(e.path) == path), None)
+        opts = {**(entry.overrides if entry else {}), **opts}
+        return models.load(path, model=name, scale=scale, **opts).eval()
     torch.manual_seed(0)
     base = SMALL[name] if config == "small" else {}
     return models.build(name, scale, **{**base, **opts}).eval()
@@ -151,7 +199,7 @@ def export_dynamic(model: SRModel, mode: str, precision: str, work_dir: Path,
     from runtime.ort import onnx_metadata
     path = work_dir / f"{model.name}_x{model.scale}_{mode}_{precision}.onnx"
     weights = weights.format(model=model.name, scale=model.scale) if weights else None
-    info: dict[str, Any] = {"file": str(path)}
+    info: dict[str, Any] = {"file": str(path), "weights": weights or "random (seed 0)"}
     wanted = {"config": json.loads(json.dumps(model.config)), "weights": weights or "random (seed 0)",
               "fixed_size": None, "ops": mode, "precision": precision}
     reuse = False
@@ -205,10 +253,33 @@ def table(rows: Iterable[dict[str, Any]], columns: Sequence[tuple[str, str]]) ->
                      + [line(c) for c in cells])
 
 
-def check_outputs(paths: Sequence[Path], overwrite: bool) -> None:
+def check_outputs(paths: Sequence[Path], overwrite: bool, work_dir: Path | None = None, prog: str | None = None,
+                  instead: str = "another --out-dir") -> None:
+    """Before any work: every result file's folder can be created and written, none of them is a
+    folder, none exists (unless ``overwrite``), and ``work_dir`` is usable; else :class:`UsageExit`."""
+    from runtime.paths import file_problem, folder_problem
+    for folder in [work_dir] if work_dir is not None else []:
+        problem = folder_problem(folder)
+        if problem:
+            raise fail(f"--work-dir: {problem}", prog)
+    for path in paths:
+        problem = file_problem(path)
+        if problem:
+            raise fail(f"cannot write {path}: {problem}", prog)
     existing = [str(p) for p in paths if p.exists()]
     if existing and not overwrite:
-        raise SystemExit(f"error: {', '.join(existing)} exist(s); pass --overwrite or another --out-dir")
+        raise fail(f"{', '.join(existing)} exist(s); pass --overwrite or {instead}", prog)
+
+
+@contextlib.contextmanager
+def work_dir(folder: Path | None, prefix: str):
+    """``folder`` (created if missing, kept), or a temporary folder removed at the end, interrupted or not."""
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
 
 
 def publish(tmp: str | Path, path: Path) -> None:

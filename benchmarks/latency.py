@@ -1,7 +1,8 @@
 """Latency of PyTorch eager against onnxruntime (both export modes), side by side in one run.
 
-    python -m benchmarks.latency                                  # CPU, small configs
-    python -m benchmarks.latency --models nlsn --scales 4 --sizes 48x48 --config released --device cuda
+    python -m benchmarks.latency                                  # CPU, bundled weights (EDSR: small random)
+    python -m benchmarks.latency --models nlsn --scales 2 --sizes 64x64 --repeat 50 --out-dir results/nlsn
+    python -m benchmarks.latency --models nlsn --scales 4 --sizes 48x48 --random-weights --config released --device cuda
 
 Per model × scale × LR size and backend: ``--warmup`` runs, then ``--repeat`` timed runs; median and
 p90 latency, images/s (batch / median) and peak memory. Peak memory: on CPU the peak resident set
@@ -16,11 +17,11 @@ dominates. Writes latency.json, latency.md and latency.png to --out-dir.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -130,18 +131,17 @@ def op_profile(trace_file: str, top: int = 8) -> list[dict[str, Any]]:
     return [{"op": op, "ms_per_run": None, "total_us": us, "share": us / total} for op, us in ranked]
 
 
-def run(args) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def run(args, work: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     torch.set_num_threads(args.threads)
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="srdeploy-latency-"))
-    work.mkdir(parents=True, exist_ok=True)
     ort_device = "cuda" if args.device.startswith("cuda") else "cpu"
     rows, exports = [], []
     for name in args.models:
         for scale in args.scales:
-            model = common.build_model(name, scale, args.config, args.options, args.weights)
+            weights = common.weights_for(name, scale, args.weights, args.random_weights)
+            model = common.build_model(name, scale, args.config, args.options, weights)
             files = {}
             for mode in args.modes:
-                path, info = common.export_dynamic(model, mode, "fp32", work, args.weights)
+                path, info = common.export_dynamic(model, mode, "fp32", work, weights)
                 exports.append({"model": name, "scale": scale, "mode": mode, **info})
                 files[mode] = path
             for h, w in args.sizes:
@@ -180,7 +180,8 @@ def run(args) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                     rows.append(row)
                     print(_line(row), flush=True)
     profile = profile_slowest(rows, work, args) if args.profile else None
-    return rows, {"exports": exports, "work_dir": str(work), "profile": profile}
+    return rows, {"exports": exports, "work_dir": str(args.work_dir) if args.work_dir else "temporary (removed)",
+                  "profile": profile}
 
 
 def profile_slowest(rows, work: Path, args) -> dict[str, Any] | None:
@@ -192,7 +193,7 @@ def profile_slowest(rows, work: Path, args) -> dict[str, Any] | None:
     h, w = (int(v) for v in slow["size"].split("x"))
     x = torch.rand(args.batch, 3, h, w) * rt.onnx_metadata(path)["rgb_range"]
     fn, session = ort_case(path, x, "cuda" if args.device.startswith("cuda") else "cpu", args.threads,
-                           profile=str(work / "ort_profile"))
+                           profile=str(args.out_dir / "ort_profile"))  # a result: kept with the others
     runs = max(3, min(args.repeat, 10))
     for _ in range(runs):
         fn()
@@ -233,11 +234,10 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=120)
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=120)
     plt.close(fig)
-    common.publish(tmp, path)
+    common.write_atomic(path, image.getvalue())
 
 
 COLUMNS = [("model", "model"), ("scale", "scale"), ("size", "LR size"), ("batch", "batch"), ("backend", "backend"),
@@ -246,17 +246,30 @@ COLUMNS = [("model", "model"), ("scale", "scale"), ("size", "LR size"), ("batch"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from runtime.cli import HelpFormatter, whole_number
+    _positive = whole_number(1)
+    examples = __doc__.split("\n\n")[1]
     p = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__.split("\n\n")[2],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog="examples:\n" + examples, formatter_class=HelpFormatter)
     common.add_model_arguments(p, default_sizes="32x32,64x64")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (torch on that device, onnxruntime's provider)")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads of torch and onnxruntime")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--repeat", type=int, default=20)
+    p.add_argument("--device", default="cpu", metavar="{cpu,cuda,cuda:N}",
+                   help="torch on that device, onnxruntime with that provider")
+    p.add_argument("--batch", type=_positive, default=1, help="images per run")
+    p.add_argument("--threads", type=_positive, default=1, help="intra-op threads of torch and onnxruntime")
+    p.add_argument("--warmup", type=whole_number(0), default=3, help="untimed runs before timing")
+    p.add_argument("--repeat", type=_positive, default=20, help="timed runs (median and p90 over them)")
     p.add_argument("--no-profile", dest="profile", action="store_false",
                    help="skip onnxruntime's per-op profile of the slowest case")
+    p.add_argument("--no-plot", dest="plot", action="store_false", help="skip latency.png (needs matplotlib)")
     return p
+
+
+def _check_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise common.fail("matplotlib is not installed, and latency.png needs it: pip install matplotlib "
+                          "(a dependency of srdeploy), or pass --no-plot", "python -m benchmarks.latency") from None
 
 
 def main(argv=None) -> int:
@@ -271,10 +284,14 @@ def main(argv=None) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("error: --device cuda but torch sees no CUDA device; use --device cpu", file=sys.stderr)
         return 2
-    outs = [args.out_dir / f"latency.{ext}" for ext in ("json", "md", "png")]
-    common.check_outputs(outs, args.overwrite)
+    outs = [args.out_dir / f"latency.{ext}" for ext in ("json", "md", "png")][:3 if args.plot else 2]
+    common.check_outputs(outs, args.overwrite, args.work_dir, "python -m benchmarks.latency")
+    if args.plot:
+        _check_matplotlib()
+    args.out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    rows, extra = run(args)
+    with common.work_dir(args.work_dir, "srdeploy-latency-") as work:
+        rows, extra = run(args, work)
     env = common.environment()
     result = {"benchmark": "latency", "argv": sys.argv[1:] if argv is None else list(argv), "environment": env,
               "config": args.config, "device": args.device, "threads": args.threads, "warmup": args.warmup,
@@ -289,8 +306,9 @@ def main(argv=None) -> int:
                common.table(prof["ops"], [("op", "op"), ("ms_per_run", "ms / run"), ("share", "share")])]
     common.write_json(outs[0], result)
     common.write_atomic(outs[1], "\n".join(md) + "\n")
-    plot(rows, outs[2], f"srdeploy latency, {args.config} configs, {args.device} ({env['cpu']}), "
-                        f"{args.threads} thread(s)")
+    if args.plot:
+        plot(rows, outs[2], f"srdeploy latency, {args.config} configs, {args.device} ({env['cpu']}), "
+                            f"{args.threads} thread(s)")
     print("\n" + "\n".join(md[2:]))
     print(f"\nwrote {', '.join(map(str, outs))}")
     bad = [r for r in rows if r.get("status", "").startswith("error")]

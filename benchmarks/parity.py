@@ -1,7 +1,9 @@
 """Parity of every deployed path against the PyTorch reference (DESIGN.md §5).
 
-    python -m benchmarks.parity                                   # small configs, all models/scales/modes
-    python -m benchmarks.parity --models nlsn --scales 4 --config released --weights 'w/{model}_x{scale}.pt'
+    python -m benchmarks.parity                                   # bundled weights (EDSR: small random)
+    python -m benchmarks.parity --models csnln --scales 2 --modes onnx --precisions fp32 --backends onnxruntime-cpu
+    python -m benchmarks.parity --models nlsn --scales 4 --weights 'w/{model}_x{scale}.pt'
+    python -m benchmarks.parity --random-weights --config released --models nlsn --scales 2
 
 For each model × scale × export mode × precision, one dynamic ONNX file is exported; for each input
 size (an LR crop of a real image), the PyTorch fp32 reference and every backend run through
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -114,19 +115,18 @@ def compare(reference: np.ndarray, got: np.ndarray, rgb_range: float) -> dict[st
     return {"psnr_db": common.psnr(ref, out), "max_abs": float(diff.max()), "mean_abs": float(diff.mean())}
 
 
-def run(args) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def run(args, work: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     G_LOGGER.module_severity = G_LOGGER.ERROR
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="srdeploy-parity-"))
-    work.mkdir(parents=True, exist_ok=True)
     rows, exports = [], []
     for name in args.models:
         for scale in args.scales:
-            model = common.build_model(name, scale, args.config, args.options, args.weights)
+            weights = common.weights_for(name, scale, args.weights, args.random_weights)
+            model = common.build_model(name, scale, args.config, args.options, weights)
             rgb = model.rgb_range
             files = []
             for mode in args.modes:
                 for precision in args.precisions:
-                    path, info = common.export_dynamic(model, mode, precision, work, args.weights)
+                    path, info = common.export_dynamic(model, mode, precision, work, weights)
                     exports.append({"model": name, "scale": scale, "mode": mode, "precision": precision, **info})
                     meta = rt.onnx_metadata(path)
                     files.append((mode, precision, path, meta))
@@ -165,7 +165,7 @@ def run(args) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                             row["status"] = f"error: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
                         rows.append(row)
                         print(_line(row), flush=True)
-    return rows, {"exports": exports, "work_dir": str(work)}
+    return rows, {"exports": exports, "work_dir": str(args.work_dir) if args.work_dir else "temporary (removed)"}
 
 
 def _line(row: dict[str, Any]) -> str:
@@ -184,12 +184,15 @@ COLUMNS = [("model", "model"), ("scale", "scale"), ("mode", "ops"), ("precision"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from runtime.cli import HelpFormatter
     p = argparse.ArgumentParser(prog="python -m benchmarks.parity", description=__doc__.split("\n\n")[2],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog="examples:\n" + __doc__.split("\n\n")[1], formatter_class=HelpFormatter)
     common.add_model_arguments(p, default_sizes="24x24,25x31,40x36")
-    p.add_argument("--precisions", type=common.csv(str), default=["fp32", "fp16"], help="fp32,fp16")
-    p.add_argument("--backends", type=common.csv(str), default=list(BACKENDS), help=", ".join(BACKENDS))
-    p.add_argument("--torch-device", default="cpu", help="device of the PyTorch reference (cpu, cuda)")
+    p.add_argument("--precisions", type=common.csv(str), default=["fp32", "fp16"], metavar="{fp32,fp16}[,...]",
+                   help="export precisions (floors: fp32 100 dB, fp16 45 dB)")
+    p.add_argument("--backends", type=common.csv(str), default=list(BACKENDS), metavar=f"{{{','.join(BACKENDS)}}}[,...]",
+                   help="backends compared with the PyTorch reference; those not installed get a row saying so")
+    p.add_argument("--torch-device", default="cpu", metavar="{cpu,cuda}", help="device of the PyTorch reference")
     return p
 
 
@@ -204,9 +207,10 @@ def main(argv=None) -> int:
             print(f"error: {flag}: unknown {', '.join(unknown)}; choose from {', '.join(allowed)}", file=sys.stderr)
             return 2
     out_json, out_md = args.out_dir / "parity.json", args.out_dir / "parity.md"
-    common.check_outputs([out_json, out_md], args.overwrite)
+    common.check_outputs([out_json, out_md], args.overwrite, args.work_dir, "python -m benchmarks.parity")
     start = time.perf_counter()
-    rows, extra = run(args)
+    with common.work_dir(args.work_dir, "srdeploy-parity-") as work:
+        rows, extra = run(args, work)
     bad = [r for r in rows if failed(r)]
     result = {"benchmark": "parity", "argv": sys.argv[1:] if argv is None else list(argv),
               "environment": common.environment(), "config": args.config, "floors_db": FLOORS,

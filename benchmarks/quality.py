@@ -181,30 +181,36 @@ def _scale_arg(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from runtime.cli import HelpFormatter
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.quality",
-        description="PSNR/SSIM on Y of the SR benchmark sets (MATLAB bicubic LR, border = scale).")
-    p.add_argument("--model", choices=MODELS, default="bicubic")
-    p.add_argument("--scale", type=_scale_arg, nargs="+", default=[2, 3, 4])
-    p.add_argument("--sets", nargs="+", default=list(DEFAULT_SETS),
-                   help="set folders under --data-dir (default: %(default)s)")
-    p.add_argument("--weights", help="checkpoint for network models; may contain {scale}, "
+        description="PSNR/SSIM on Y of the SR benchmark sets (MATLAB bicubic LR, border = scale).",
+        epilog="examples:\n" + __doc__.split("\n\n")[1], formatter_class=HelpFormatter)
+    p.add_argument("--model", choices=MODELS, default="bicubic",
+                   help="what upscales: MATLAB bicubic (the baseline) or a network (its bundled compact weights "
+                        "unless --weights)")
+    p.add_argument("--scale", type=_scale_arg, nargs="+", default=[2, 3, 4], metavar="N",
+                   help="one or more scales: 2, 3, 4 for networks, any integer ≥ 2 for bicubic")
+    p.add_argument("--sets", nargs="+", default=list(DEFAULT_SETS), metavar="SET",
+                   help="set folders under --data-dir")
+    p.add_argument("--weights", metavar="PATH", help="checkpoint for network models; may contain {scale}, "
                                      "which is required when several scales are given "
                                      "(default: the bundled compact model of --model, models/weights)")
-    p.add_argument("--data-dir", type=Path, default=None,
+    p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
                    help="folder holding <Set>/HR/*.png (default: ../shared/data/benchmark "
                         "next to the repository, or $SRDEPLOY_SHARED/data/benchmark)")
-    p.add_argument("--json", type=Path, help="write results here (atomic)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write results here (atomic; folders created)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
                    help="network models: where to run (default: cpu)")
-    p.add_argument("--tile", type=int, default=None, help="network models: LR tile size (default: whole image)")
-    p.add_argument("--tile-pad", type=int, default=None,
+    p.add_argument("--tile", type=int, default=None, metavar="N", help="network models: LR tile size (default: whole image)")
+    p.add_argument("--tile-pad", type=int, default=None, metavar="N",
                    help="network models: LR context around each tile (default: that of runtime.infer, 32)")
     p.add_argument("--self-ensemble", action="store_true", help="network models: x8 self-ensemble")
     p.add_argument("--official-chop", action="store_true",
                    help="network models: the official code's recursive chop instead of tiling")
-    p.add_argument("--limit", type=int, default=None, help="only the first N images of each set")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images of each set "
+                                                                       "(default: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -236,8 +242,9 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--tile must be positive, got {args.tile}")
     if args.limit is not None and args.limit <= 0:
         p.error(f"--limit must be positive, got {args.limit}")
-    if args.json and args.json.exists() and not args.overwrite:
-        p.error(f"{args.json} exists; pass --overwrite to replace it or choose another --json path")
+    if args.json:
+        from benchmarks.common import check_outputs
+        check_outputs([args.json], args.overwrite, prog=p.prog, instead="another --json path")
 
 
 def write_json_atomic(path: Path, data: dict, overwrite: bool = False) -> None:

@@ -267,10 +267,7 @@ def export_model(model: SRModel, path: str | Path, *, mode: str = "onnx", precis
     """
     path = Path(path)
     validate_options(model, mode=mode, precision=precision, size=size, opset=opset)
-    if path.exists() and not overwrite:
-        raise ExportError(f"{path} exists; pass --overwrite to replace it or choose another -o")
-    if not path.parent.is_dir():
-        raise ExportError(f"{path.parent} is not a directory; create it or choose another -o")
+    check_output(path, overwrite)
 
     start = time.perf_counter()
     net = copy.deepcopy(model).eval()
@@ -300,6 +297,20 @@ def export_model(model: SRModel, path: str | Path, *, mode: str = "onnx", precis
         if os.path.exists(tmp):
             os.unlink(tmp)
     return ExportResult(path, seconds, path.stat().st_size, proto, checks)
+
+
+def check_output(path: str | Path, overwrite: bool) -> None:
+    """ExportError naming the cause unless ``path`` can be written (its folder exists and is writable;
+    an existing file only with ``overwrite``)."""
+    from runtime.paths import file_problem
+    path = Path(path)
+    if path.exists() and not path.is_dir() and not overwrite:
+        raise ExportError(f"{path} exists; pass --overwrite to replace it or choose another -o")
+    if not path.parent.is_dir() and not path.is_dir():
+        raise ExportError(f"{path.parent} is not a directory; create it or choose another -o")
+    problem = file_problem(path)
+    if problem:
+        raise ExportError(f"cannot write {path}: {problem}; choose another -o")
 
 
 def publish(tmp: str | Path, path: str | Path) -> None:
@@ -377,25 +388,34 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from runtime.cli import HelpFormatter
     p = argparse.ArgumentParser(prog="python -m export.onnx", description=(
         "Export an srdeploy network to ONNX: custom srdeploy::* nodes (--ops plugin, for the TensorRT "
-        "plugins) or standard ops only (--ops onnx, any onnxruntime and TensorRT without plugins)."))
-    p.add_argument("--model", required=True, help="nlsn | csnln | edsr")
-    p.add_argument("--scale", type=int, required=True, help="2 | 3 | 4")
-    p.add_argument("--weights", help="checkpoint (.pt/.pth); without it: the bundled default weights for this "
-                                     "model and scale if any (and no --set), else random weights (seed 0)")
+        "plugins) or standard ops only (--ops onnx, any onnxruntime and TensorRT without plugins)."),
+        epilog="examples:\n" + __doc__.split("\n\n")[1] + "\n"
+               "    python -m export.onnx --model nlsn --scale 2 --random-weights --set n_feats=64 -o nlsn_rand.onnx",
+        formatter_class=HelpFormatter)
+    # choices shown, checked by models.build (whose message names what exists)
+    p.add_argument("--model", required=True, metavar="{" + ",".join(models.ARCHITECTURES) + "}", help="architecture")
+    p.add_argument("--scale", type=int, required=True, metavar="{" + ",".join(map(str, models.SCALES)) + "}",
+                   help="upscaling factor")
+    p.add_argument("--weights", metavar="PATH",
+                   help="checkpoint (.pt/.pth); without it: the bundled default weights for this "
+                        "model and scale if any (and no --set), else random weights (seed 0)")
     p.add_argument("--random-weights", action="store_true",
                    help="random weights (seed 0) even where bundled default weights exist")
     p.add_argument("--set", dest="options", action="append", type=_parse_option, default=[], metavar="KEY=VALUE",
                    help="model option by its official name (n_resblocks, n_feats, chunk_size, n_hashes, rgb_range, ...)")
-    p.add_argument("--ops", choices=MODES, default="onnx", help="custom nodes (plugin) or standard ops only (onnx; default)")
+    p.add_argument("--ops", choices=MODES, default="onnx",
+                   help="custom srdeploy::* nodes (plugin) or standard ops only (onnx)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp16: half-precision graph, hashing and softmax statistics in fp32 (I/O stays fp32)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--dynamic", action="store_true", help="one file for every input size (the default)")
     size.add_argument("--size", type=_parse_size, metavar="HxW", help="fixed input size (e.g. one TensorRT tile)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET}, min 18)")
-    p.add_argument("-o", "--output", help="output file (default: <model>_x<scale>_<ops>_<precision>[_HxW].onnx)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N", help=f"ONNX opset (min {MIN_OPSET['onnx']})")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="output file (default: <model>_x<scale>_<ops>_<precision>[_HxW].onnx)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--no-check", action="store_true", help="skip the checker/shape-inference/onnxruntime checks")
     return p
@@ -430,10 +450,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_torch_exporter()
     try:
-        model, weights = load_model(args.model, args.scale, args.weights, dict(args.options), args.random_weights)
         size = args.size
-        out = args.output or (f"{model.name}_x{model.scale}_{args.ops}_{args.precision}"
+        out = args.output or (f"{args.model.lower()}_x{args.scale}_{args.ops}_{args.precision}"
                               f"{'_%dx%d' % size if size else ''}.onnx")
+        check_output(out, args.overwrite)  # before the model is built and traced
+        model, weights = load_model(args.model, args.scale, args.weights, dict(args.options), args.random_weights)
         if weights is None:
             print(f"note: no --weights: {model.name} x{model.scale} with random weights (seed 0)", file=sys.stderr)
         elif not args.weights:

@@ -30,19 +30,34 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported (?:global: GLOBAL|class) (\S+)", str(e))
-        if not found:  # a corrupt or foreign file, not a refused Python object
+        target = unsafe_global(str(e))
+        if target is None:  # a corrupt or foreign file, not a refused Python object
             raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (the file is corrupt or of "
                                   f"another format); expected a .pt/.pth file written by torch.save") from None
         raise CheckpointError(
-            f"{path}: this checkpoint stores Python objects ({found.group(1)}) and needs arbitrary code execution to unpickle, "
-            f"which srdeploy refuses for safety. Re-save only the weights: "
+            f"{path}: a pickle that would run code when loaded (it calls {target}), not just weights, "
+            f"which srdeploy refuses for safety. If you trust its source, re-save only the weights: "
             f"torch.save(model.state_dict(), 'weights.pt')") from None
     except Exception as e:  # torch raises many types for a file that is not a checkpoint at all
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else 'no details'}); "
                               f"expected a .pt/.pth file written by torch.save") from None
     return unwrap(obj, str(path))
+
+
+# the modules pickles name for os functions on each platform
+_MODULE_ALIASES = {"posix": "os", "nt": "os", "__builtin__": "builtins"}
+
+
+def unsafe_global(message: str) -> str | None:
+    """The callable (``module.name``) that torch's weights-only unpickler refused, read from its
+    message (``Unsupported global: GLOBAL x.y`` / ``unsupported GLOBAL x.y whose module ...`` /
+    ``Unsupported class x.y``), with ``posix.system`` named ``os.system``; None for other errors."""
+    found = re.search(r"(?:GLOBAL:? GLOBAL|GLOBAL|[Cc]lass) ([A-Za-z_][\w.]*)", message)
+    if not found:
+        return None
+    module, _, name = found.group(1).rpartition(".")
+    return f"{_MODULE_ALIASES.get(module, module)}.{name}" if module else name
 
 
 def unwrap(obj: Any, where: str = "checkpoint") -> dict[str, torch.Tensor]:

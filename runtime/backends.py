@@ -65,8 +65,30 @@ class Backend(abc.ABC):
         return f"{type(self).__name__}({self.name} x{self.scale} on {self.device})"
 
 
+class Fp32Statistics(torch.overrides.TorchFunctionMode):
+    """fp16 inference with the fp32 parts of DESIGN.md §4: softmax, log-softmax and logsumexp
+    statistics, and NLSN's bucket attention (its softmax over chunks), run in fp32 and hand back
+    fp16. Hashing is fp32 already (NLSN keeps its rotations fp32 and hashes ``q.float()``)."""
+
+    FP32_OPS = {torch.softmax, torch.nn.functional.softmax, torch.Tensor.softmax, torch.log_softmax,
+                torch.nn.functional.log_softmax, torch.Tensor.log_softmax, torch.logsumexp, torch.Tensor.logsumexp}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        fp32 = func in self.FP32_OPS or func is torch.ops.srdeploy.bucket_attention.default \
+            or func is torch.ops.srdeploy.bucket_attention
+        if not fp32:
+            return func(*args, **kwargs)
+        dtype = next((a.dtype for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()), None)
+        if dtype != torch.float16:
+            return func(*args, **kwargs)
+        up = [a.float() if isinstance(a, torch.Tensor) and a.dtype == torch.float16 else a for a in args]
+        kwargs = {k: (v if k != "dtype" else None) for k, v in kwargs.items()}
+        return func(*up, **kwargs).to(dtype)
+
+
 class TorchBackend(Backend):
-    """The PyTorch reference network, fp32."""
+    """The PyTorch reference network, fp32 (or fp16 after :meth:`half`, for CUDA)."""
 
     def __init__(self, model: models.SRModel, device: str = "cpu"):
         self.device = str(resolve_device(device))
@@ -74,14 +96,25 @@ class TorchBackend(Backend):
         self.name = model.name
         self.scale = int(model.scale)
         self.rgb_range = float(model.rgb_range)
+        self.dtype = torch.float32
+
+    def half(self) -> "TorchBackend":
+        """Run in fp16 (inputs and outputs stay fp32); hashing and softmax statistics stay fp32."""
+        self.model.half()
+        self.dtype = torch.float16
+        return self
 
     def valid_size(self, h: int, w: int) -> tuple[int, int]:
         return self.model.valid_size(h, w)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():  # not inference_mode: its tensors refuse in-place use by callers
-            y = self.model(x.to(self.device, torch.float32) * self.rgb_range)
-            return (y / self.rgb_range).float().cpu()
+            if self.dtype == torch.float32:
+                y = self.model(x.to(self.device, torch.float32) * self.rgb_range)
+            else:
+                with Fp32Statistics():
+                    y = self.model((x.to(self.device, torch.float32) * self.rgb_range).to(self.dtype))
+            return (y.float() / self.rgb_range).cpu()
 
     @classmethod
     def open(cls, weights, *, model=None, scale=None, device="cpu"):

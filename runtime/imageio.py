@@ -1,4 +1,4 @@
-"""Reading and writing images for inference: PNG, JPEG, BMP, WebP.
+"""Reading and writing images for inference: PNG, JPEG, BMP, WebP (and TIFF input).
 
 Pixels are handed around as H×W×C float32 arrays in [0, 1], where C says what the
 image holds: 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA. ``bit_depth`` (8 or 16) travels
@@ -26,24 +26,31 @@ from PIL import Image, ImageOps
 __all__ = [
     "EXTENSIONS",
     "FORMATS",
+    "INPUT_FORMATS",
+    "DEFAULT_QUALITY",
     "ImageData",
     "ImageReadError",
     "OutputExistsError",
     "is_supported",
+    "is_writable",
     "read_image",
     "write_image",
     "quantize",
     "adapt_to_format",
 ]
 
-#: file extension -> Pillow format name
+#: file extension -> Pillow format name: what can be written (and read)
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP"}
 EXTENSIONS = tuple(FORMATS)
+#: what can be read: TIFF is common for scans and 16-bit masters, but is not written
+INPUT_FORMATS = {**FORMATS, ".tif": "TIFF", ".tiff": "TIFF"}
+#: JPEG/WebP quality when none is asked for
+DEFAULT_QUALITY = 95
 
 # What each format can store (Pillow writes BMP alpha but reads it back as RGB).
 _ALPHA_FORMATS = {"PNG", "WEBP"}
 _GRAY_FORMATS = {"PNG", "JPEG", "BMP"}
-_SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}, "PNG": {}, "BMP": {}}
+_LOSSY_FORMATS = {"JPEG", "WEBP"}
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # PNG colour type <-> channel count, for the 16-bit codec
@@ -76,6 +83,12 @@ class ImageData:
 
 
 def is_supported(path: str | os.PathLike) -> bool:
+    """True for a file name this module can read."""
+    return Path(path).suffix.lower() in INPUT_FORMATS
+
+
+def is_writable(path: str | os.PathLike) -> bool:
+    """True for a file name this module can write."""
     return Path(path).suffix.lower() in FORMATS
 
 
@@ -90,7 +103,7 @@ def read_image(path: str | os.PathLike) -> ImageData:
         raise ImageReadError(f"{path}: not a file")
     if not is_supported(path):
         raise ImageReadError(f"{path}: unsupported image type {path.suffix or '(no extension)'!r}; "
-                             f"supported: {', '.join(EXTENSIONS)}")
+                             f"supported: {', '.join(INPUT_FORMATS)}")
     try:
         if _png_bit_depth(path) == 16:
             pixels16 = _read_png16(path.read_bytes())
@@ -112,6 +125,9 @@ def _reason(e: Exception) -> str:
 
 def _from_pil(im: Image.Image) -> ImageData:
     mode = im.mode
+    if mode.startswith("I;16"):  # 16-bit gray (TIFF, some PNG readers): keep the 16 bits
+        a = np.asarray(im).astype(np.float32)
+        return ImageData((a / 65535.0)[..., None], 16)
     if mode == "P" or mode == "PA":  # palette: expand, keeping transparency if there is any
         im = im.convert("RGBA" if ("transparency" in im.info or mode == "PA") else "RGB")
     elif mode in ("1", "L"):
@@ -248,9 +264,10 @@ def adapt_to_format(pixels: np.ndarray, bit_depth: int, fmt: str) -> tuple[np.nd
 
 
 def write_image(path: str | os.PathLike, pixels: np.ndarray, bit_depth: int = 8, *,
-                overwrite: bool = False) -> list[str]:
+                overwrite: bool = False, quality: int | None = None) -> list[str]:
     """Write H×W×C [0, 1] pixels atomically; returns notes on what the format could not keep.
 
+    ``quality`` (1-100) applies to JPEG and WebP (default :data:`DEFAULT_QUALITY`).
     Raises :class:`OutputExistsError` if ``path`` exists and ``overwrite`` is false.
     """
     path = Path(path)
@@ -270,7 +287,8 @@ def write_image(path: str | os.PathLike, pixels: np.ndarray, bit_depth: int = 8,
                 f.write(_encode_png16(q))
             else:
                 mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[q.shape[2]]
-                Image.fromarray(q[..., 0] if q.shape[2] == 1 else q, mode).save(f, format=fmt, **_SAVE_OPTIONS[fmt])
+                options = {"quality": quality or DEFAULT_QUALITY} if fmt in _LOSSY_FORMATS else {}
+                Image.fromarray(q[..., 0] if q.shape[2] == 1 else q, mode).save(f, format=fmt, **options)
         # mkstemp makes the file private (0600); give it the permissions a normal create would.
         umask = os.umask(0)
         os.umask(umask)

@@ -1,31 +1,45 @@
 """``python -m runtime.infer``: upscale an image or a folder of images.
 
 A thin layer over ``runtime.pipeline``: it checks everything it can before any image is
-processed (inputs, output names, existing files, weights, device), then reads, upscales and
-writes one image at a time. Expected problems end with a one-line ``error:`` message on
-stderr and exit status 2, never a traceback; in folder mode a bad image is reported and the
-rest are still processed (the exit status is 2 at the end).
+processed (inputs, output names and folders, existing files, weights, device), then reads,
+upscales and writes one image at a time. Expected problems end with a one-line ``error:``
+message on stderr, never a traceback; in folder mode a bad image is reported and the rest are
+still processed. A summary (written, skipped, failed, seconds, images/s) ends every run.
+
+Exit status: 0 every image written (or skipped as asked); 3 some written, some failed; 2 bad
+arguments, inputs, outputs or weights, or no image written; 1 the run itself failed (e.g. out of
+device memory); 130 interrupted (what was written stays, and --skip-existing resumes).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 import models
 
 from .backends import BACKENDS, BackendError, open_backend
-from .imageio import FORMATS, ImageReadError, OutputExistsError, is_supported, read_image, write_image
+from .cli import HelpFormatter, whole_number
+from .imageio import (DEFAULT_QUALITY, FORMATS, INPUT_FORMATS, ImageData, ImageReadError, OutputExistsError,
+                      is_supported, is_writable, read_image, write_image)
+from .paths import file_problem, folder_problem
 from .pipeline import DEFAULT_TILE_PAD, load_upscaler, upscale
 
 PROG = "python -m runtime.infer"
-EXIT_USAGE = 2  # bad arguments, inputs or weights (argparse uses 2 as well)
+EXIT_OK = 0  # every image written (or skipped with --skip-existing)
 EXIT_RUNTIME = 1  # the run itself failed (e.g. out of device memory)
+EXIT_USAGE = 2  # bad arguments, inputs, outputs or weights, or no image written (argparse uses 2 as well)
+EXIT_PARTIAL = 3  # some images written, some failed
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, the shell's convention)
+#: how many file names a summary line lists before "and N more"
+NAMES_SHOWN = 5
 
 
 class UsageError(Exception):
@@ -38,38 +52,95 @@ class Job:
     dst: Path
 
 
-def _non_negative(text: str) -> int:
+@dataclass
+class Plan:
+    """What a run will do, decided before any image is computed."""
+    jobs: list[Job]
+    out: Path
+    to_folder: bool
+    not_images: list[Path] = field(default_factory=list)  # files in the input folder that are not images
+    subfolders: list[Path] = field(default_factory=list)  # not searched without --recursive
+    skipped: list[Job] = field(default_factory=list)  # outputs that exist, with --skip-existing
+    single: bool = False  # -i is one image (read, and so checked, before the backend opens)
+    first: ImageData | None = None  # that image
+
+
+_non_negative = whole_number(0)
+_quality = whole_number(1, 100)
+
+
+def _positive_float(text: str) -> float:
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a number such as 2 or 3.5, got {text!r}") from None
+    if not 0 < value <= 64:
+        raise argparse.ArgumentTypeError(f"must be > 0 and ≤ 64, got {value:g}")
     return value
+
+
+def _device(text: str) -> str:
+    if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+
+
+def _suffix(text: str) -> str:
+    """A file-name part: it must not lead the output out of -o (no separators, no NUL)."""
+    bad = [c for c in ("/", os.sep, os.altsep, "\0") if c and c in text]
+    if bad:
+        raise argparse.ArgumentTypeError(f"{text!r} holds {bad[0]!r}: a suffix is part of a file name, not a path")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
     exts = sorted({e.lstrip(".") for e in FORMATS})
     p = argparse.ArgumentParser(
         prog=PROG,
-        description="Upscale images with NLSN, CSNLN or EDSR (PNG, JPEG, BMP, WebP; gray, RGBA and 16-bit PNG).",
+        description="Upscale images with NLSN, CSNLN or EDSR (reads PNG, JPEG, BMP, WebP, TIFF; writes PNG, "
+                    "JPEG, BMP, WebP; gray, alpha and 16-bit kept).",
         epilog="examples:\n"
                f"  {PROG} -i photo.png -o photo_sr.png                  # bundled compact model\n"
                f"  {PROG} -i photo.png -o photo_x3.png --model csnln --scale 3\n"
                f"  {PROG} -i photo.png -o photo_x4.png --weights NLSN_x4.pt\n"
-               f"  {PROG} -i lr/ -o sr/ --weights CSNLN_x2.pt --device cuda --tile 256\n"
-               f"  {PROG} -i lr/ -o sr/ --weights EDSR_x2.pt --self-ensemble --official-chop",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+               f"  {PROG} -i lr/ -o sr/ --recursive --skip-existing     # resume an interrupted run\n"
+               f"  {PROG} -i lr/ -o sr/ --ext jpg --quality 90 --outscale 3.5\n"
+               f"  {PROG} -i lr/ -o sr/ --weights CSNLN_x2.pt --device cuda --half --tile 256\n"
+               f"  {PROG} -i lr/ -o sr/ --backend ort                   # onnxruntime, export cached\n"
+               f"  {PROG} -i lr/ -o sr/ --weights EDSR_x2.pt --self-ensemble --official-chop\n"
+               "\nexit status:\n"
+               "  0    every image written (or skipped with --skip-existing)\n"
+               "  3    some images written, some failed (named in the summary)\n"
+               "  2    bad arguments, inputs, outputs or weights (nothing computed), or no image written\n"
+               "  1    the run itself failed (e.g. out of device memory)\n"
+               "  130  interrupted (finished images stay; --skip-existing resumes)\n"
+               "\nAn on-the-fly export (--backend ort without --onnx) is cached under $SRDEPLOY_CACHE_DIR, "
+               "else\n$XDG_CACHE_HOME/srdeploy, else ~/.cache/srdeploy, keyed by the weights' sha256.",
+        formatter_class=HelpFormatter,
     )
     io = p.add_argument_group("input and output")
-    io.add_argument("-i", "--input", required=True, metavar="PATH", help="an image, or a folder of images")
+    io.add_argument("-i", "--input", required=True, metavar="PATH",
+                    help=f"an image ({', '.join(INPUT_FORMATS)}), or a folder of images")
     io.add_argument("-o", "--output", required=True, metavar="PATH",
                     help="an image file for a single input, or a folder (created if missing)")
-    io.add_argument("--suffix", default=None,
+    io.add_argument("--recursive", action="store_true",
+                    help="also upscale the images in subfolders of -i, mirrored under -o")
+    io.add_argument("--suffix", type=_suffix, default=None,
                     help="added to each output file name in a folder (default: _x<scale>; '' for none)")
     io.add_argument("--ext", choices=exts, default=None,
-                    help="output format in a folder (default: that of each input)")
-    io.add_argument("--overwrite", action="store_true", help="replace existing output files")
+                    help="output format in a folder (default: that of each input; png for TIFF inputs)")
+    io.add_argument("--quality", type=_quality, default=None, metavar="1-100",
+                    help=f"JPEG and WebP quality (default: {DEFAULT_QUALITY})")
+    io.add_argument("--outscale", type=_positive_float, default=None, metavar="X",
+                    help="final upscaling factor: the network's output is resized with MATLAB bicubic "
+                         "(runtime/resize.py) to X times the input (default: the network's scale)")
+    io.add_argument("--alpha-upsampler", choices=("bicubic", "model"), default="bicubic",
+                    help="how an alpha channel is upscaled: bicubic, or by the network as a gray image "
+                         "(sharper edges, a second pass)")
+    exist = io.add_mutually_exclusive_group()
+    exist.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    exist.add_argument("--skip-existing", action="store_true",
+                       help="leave existing output files alone and upscale only the others (to resume a run)")
 
     m = p.add_argument_group("model")
     m.add_argument("--weights", metavar="PATH",
@@ -78,24 +149,26 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--model", choices=sorted(models.ARCHITECTURES),
                    help="architecture (default: read from the checkpoint; must match it if given)")
     m.add_argument("--scale", type=int, choices=models.SCALES,
-                   help="upscaling factor (default: read from the checkpoint; must match it if given)")
+                   help="upscaling factor of the network (default: read from the checkpoint; must match it if given)")
     m.add_argument("--backend", choices=list(BACKENDS), default="torch",
-                   help="inference backend: torch (PyTorch reference), ort (onnxruntime), trt (TensorRT) "
-                        "(default: torch)")
+                   help="inference backend: torch (PyTorch reference), ort (onnxruntime), trt (TensorRT)")
     m.add_argument("--onnx", metavar="PATH",
                    help="--backend ort: an ONNX file from python -m export.onnx (default: the weights, "
-                        "exported on the fly with --ops onnx)")
+                        "exported on the fly with --ops onnx and cached)")
     m.add_argument("--engine", metavar="PATH",
                    help="--backend trt: a TensorRT engine from python -m runtime.build (runs on the GPU; "
                         "tiles are sized to the engine's profile)")
-    m.add_argument("--device", default="cpu", metavar="{cpu,cuda}", help="device (default: cpu)")
+    m.add_argument("--device", type=_device, default="auto", metavar="{auto,cpu,cuda,cuda:N}",
+                   help="device; auto: cuda when a CUDA GPU (onnxruntime: its CUDA provider) is available, else cpu")
+    m.add_argument("--half", action="store_true",
+                   help="--backend torch on CUDA: fp16 (hashing and softmax statistics stay fp32); "
+                        "for onnxruntime/TensorRT export with --precision fp16 instead")
 
     r = p.add_argument_group("tiling and ensembling")
     r.add_argument("--tile", type=_non_negative, default=0, metavar="N",
-                   help="tile size in LR pixels; 0 runs the whole image at once (default: 0)")
+                   help="tile size in LR pixels; 0 runs the whole image at once")
     r.add_argument("--tile-pad", type=_non_negative, default=DEFAULT_TILE_PAD, metavar="N",
-                   help=f"LR pixels of context around each tile, also the width of the blend "
-                        f"band (default: {DEFAULT_TILE_PAD})")
+                   help="LR pixels of context around each tile, also the width of the blend band")
     r.add_argument("--self-ensemble", action="store_true",
                    help="x8 self-ensemble: average over flips and transposes (8x slower)")
     r.add_argument("--official-chop", action="store_true",
@@ -103,54 +176,169 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _plan(args) -> tuple[list[Path], Path, bool]:
-    """Inputs to process, the output path and whether it is a folder; checks what needs no model."""
+# ----------------------------------------------------------------------------- planning (no compute)
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _scan(inp: Path, out: Path, recursive: bool) -> tuple[list[Path], list[Path], list[Path]]:
+    """(images, other files, subfolders not searched) of an input folder, sorted; hidden entries and,
+    when -o lies inside -i, the output folder (earlier results) are left out."""
+    out_resolved = out.resolve()
+    entries = sorted(inp.rglob("*") if recursive else inp.iterdir())
+    images, others, subfolders = [], [], []
+    for path in entries:
+        if _hidden(path, inp):
+            continue
+        resolved = path.resolve()
+        if resolved == out_resolved or out_resolved in resolved.parents:
+            continue
+        if path.is_dir():
+            if not recursive:
+                subfolders.append(path)
+        elif path.is_file():
+            (images if is_supported(path) else others).append(path)
+    return images, others, subfolders
+
+
+def _plan(args) -> Plan:
+    """Inputs, outputs and what is odd about them; checks everything that needs no model."""
     inp, out = Path(args.input), Path(args.output)
     if not inp.exists():
         raise UsageError(f"input {inp} not found")
     ext = f".{args.ext}" if args.ext else None
     if inp.is_dir():
-        sources = sorted(p for p in inp.iterdir() if p.is_file() and is_supported(p) and not p.name.startswith("."))
-        if not sources:
-            raise UsageError(f"no images ({', '.join(FORMATS)}) in folder {inp}")
         if out.exists() and not out.is_dir():
             raise UsageError(f"-i {inp} is a folder, so -o must be a folder, but {out} is a file")
         if not out.exists() and is_supported(out):
             raise UsageError(f"-i {inp} is a folder, so -o must be a folder, but {out} names an image file")
-        return sources, out, True
+        sources, others, subfolders = _scan(inp, out, args.recursive)
+        if not sources:
+            more = f" ({len(subfolders)} subfolders not searched: pass --recursive)" if subfolders else ""
+            raise UsageError(f"no images ({', '.join(INPUT_FORMATS)}) in folder {inp}{more}")
+        plan = Plan([Job(s, out / s.relative_to(inp)) for s in sources], out, True, others, subfolders)
+        return plan
+    if args.recursive:
+        raise UsageError(f"--recursive needs a folder as -i, but {inp} is a file")
     if not is_supported(inp):
         raise UsageError(f"input {inp}: unsupported image type {inp.suffix or '(none)'!r}; "
-                         f"supported: {', '.join(FORMATS)}")
+                         f"supported: {', '.join(INPUT_FORMATS)}")
     to_folder = out.is_dir() or (not out.exists() and (out.suffix == "" or args.output.endswith(("/", os.sep))))
     if not to_folder:
-        if not is_supported(out):
+        if not is_writable(out):
             raise UsageError(f"output {out}: unsupported image type {out.suffix!r}; supported: {', '.join(FORMATS)}")
         if ext and out.suffix.lower() != ext:
             raise UsageError(f"--ext {args.ext} contradicts the output file name {out}")
-    return [inp], out, to_folder
+        return Plan([Job(inp, out)], out, False, single=True)
+    return Plan([Job(inp, out / inp.name)], out, True, single=True)
 
 
-def _jobs(sources: list[Path], out: Path, to_folder: bool, args, scale: int) -> list[Job]:
-    if not to_folder:
-        return [Job(sources[0], out)]
-    suffix = f"_x{scale}" if args.suffix is None else args.suffix
-    jobs = [Job(s, out / f"{s.stem}{suffix}{'.' + args.ext if args.ext else s.suffix}") for s in sources]
+def _name_outputs(plan: Plan, args, scale: int | None) -> None:
+    """Final output names in a folder: <stem><suffix>.<ext> next to where the input sat."""
+    if not plan.to_folder:
+        return
+    suffix = args.suffix
+    if suffix is None:
+        if scale is None:
+            raise UsageError("cannot tell the network's scale for the default suffix: pass --scale or --suffix")
+        suffix = f"_x{scale}"
+    out = Path(os.path.abspath(plan.out))
+    for job in plan.jobs:
+        ext = f".{args.ext}" if args.ext else (job.dst.suffix if is_writable(job.dst) else ".png")
+        job.dst = job.dst.with_name(f"{job.src.stem}{suffix}{ext}")
+        if out not in Path(os.path.abspath(job.dst)).parents:  # belt and braces: names hold no separators
+            raise UsageError(f"{job.dst} would be written outside -o {plan.out}")
     seen: dict[Path, Path] = {}
-    for job in jobs:
+    for job in plan.jobs:
         if job.dst in seen:
             raise UsageError(f"{seen[job.dst]} and {job.src} would both be written to {job.dst}; "
                              f"use --ext only with inputs of distinct names")
         seen[job.dst] = job.src
-    return jobs
 
 
-def _check_existing(jobs: list[Job], overwrite: bool) -> None:
-    if overwrite:
-        return
-    existing = [j.dst for j in jobs if j.dst.exists()]
-    if existing:
+def _check_outputs(plan: Plan, args) -> None:
+    """Every output folder can be created and written, no output is a folder, and existing
+    outputs are refused (or, with --skip-existing, set aside) before any compute."""
+    for folder in sorted({job.dst.parent for job in plan.jobs}):
+        problem = folder_problem(folder)
+        if problem:
+            raise UsageError(f"cannot write the output: {problem}")
+    for job in plan.jobs:
+        if job.dst.is_dir():
+            raise UsageError(f"cannot write {job.dst}: {file_problem(job.dst)}")
+    existing = [j for j in plan.jobs if j.dst.exists()]
+    if args.skip_existing:
+        plan.skipped = existing
+        plan.jobs = [j for j in plan.jobs if not j.dst.exists()]
+    elif existing and not args.overwrite:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise UsageError(f"output {existing[0]} exists{more}; pass --overwrite to replace it")
+        raise UsageError(f"output {existing[0].dst} exists{more}; pass --overwrite to replace it or "
+                         f"--skip-existing to keep it")
+    if args.quality and not any(FORMATS[j.dst.suffix.lower()] in ("JPEG", "WEBP") for j in plan.jobs):
+        _warn("--quality applies to JPEG and WebP outputs only; ignored")
+
+
+def _scale_hint(args) -> int | None:
+    """The network's scale without building it (from --scale, the bundled manifest, the ONNX metadata
+    or the checkpoint's shapes), so that output names are checked before a backend opens; None when
+    only opening tells (a TensorRT engine, an unreadable file: opening then reports the error)."""
+    if args.scale:
+        return args.scale
+    try:
+        if args.onnx:
+            from .ort import onnx_metadata
+            return int(onnx_metadata(args.onnx)["scale"])
+        if args.backend == "trt":
+            return None
+        if args.weights is None:
+            from .backends import default_entry
+            entry = default_entry(args.model, None)
+            return entry.scale if entry else None
+        from models.checkpoint import detect, read_state_dict
+        return detect(read_state_dict(args.weights))[1]
+    except (ValueError, OSError):
+        return None
+
+
+def _resolve_device(args) -> str:
+    """--device auto -> cuda when the backend can use a GPU here, else cpu; --half needs CUDA."""
+    device = args.device
+    if args.backend == "trt":
+        device = "cuda" if device == "auto" else device
+    elif device == "auto":
+        if args.backend == "ort":
+            from .ort import cuda_available
+            device = "cuda" if cuda_available() else "cpu"
+        else:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.half:
+        if args.backend != "torch":
+            raise UsageError(f"--half is for --backend torch; for --backend {args.backend} export an fp16 "
+                             f"model (python -m export.onnx --precision fp16)")
+        if not device.startswith("cuda"):
+            why = "no CUDA GPU is available, so --device auto chose cpu" if args.device == "auto" else "--device cpu"
+            raise UsageError(f"--half runs on CUDA only ({why}); drop --half: fp16 on the CPU is slower than fp32")
+    return device
+
+
+# ----------------------------------------------------------------------------- messages
+
+def _say(msg: str) -> None:
+    tqdm.write(f"{PROG}: {msg}", file=sys.stderr)
+
+
+def _warn(msg: str) -> None:
+    _say(f"warning: {msg}")
+
+
+def _error(msg: str) -> None:
+    _say(f"error: {msg}")
+
+
+def _names(paths, n: int = NAMES_SHOWN) -> str:
+    paths = [str(p) for p in paths]
+    return ", ".join(paths[:n]) + (f" and {len(paths) - n} more" if len(paths) > n else "")
 
 
 def _say_bundled(model: str | None, scale: int | None) -> None:
@@ -159,25 +347,14 @@ def _say_bundled(model: str | None, scale: int | None) -> None:
 
     entry = default_entry(model, scale)
     if entry is not None:
-        tqdm.write(f"{PROG}: using the {entry.describe()}; pass --weights for another checkpoint",
-                   file=sys.stderr)
+        _say(f"using the {entry.describe()}; pass --weights for another checkpoint")
 
 
-def _error(msg: str) -> None:
-    tqdm.write(f"{PROG}: error: {msg}", file=sys.stderr)
+# ----------------------------------------------------------------------------- backend
 
-
-def _open_backend(args):
+def _open_backend(args, device: str):
     """The backend the flags ask for; a model file given to the wrong backend is an error, not ignored."""
-    if args.onnx and args.backend != "ort":
-        raise UsageError("--onnx goes with --backend ort")
-    if args.engine and args.backend != "trt":
-        raise UsageError("--engine goes with --backend trt")
     if args.backend == "trt":
-        if not args.engine:
-            raise UsageError("--backend trt needs --engine PATH (build one with python -m runtime.build)")
-        if args.weights:
-            raise UsageError("--backend trt runs the engine given with --engine: drop --weights")
         backend = open_backend("trt", args.engine, model=args.model, scale=args.scale, device="cuda")
         if not args.official_chop:
             try:
@@ -186,68 +363,170 @@ def _open_backend(args):
                 raise UsageError(str(e)) from None
         return backend
     if args.onnx:
-        if args.weights:
-            raise UsageError("--onnx already holds the weights: drop --weights")
-        return open_backend("ort", args.onnx, model=args.model, scale=args.scale, device=args.device)
-    backend = load_upscaler(args.model, args.scale, args.weights, args.device, args.backend)
+        return open_backend("ort", args.onnx, model=args.model, scale=args.scale, device=device)
+    backend = load_upscaler(args.model, args.scale, args.weights, device, args.backend)
     if args.weights is None:
         _say_bundled(args.model, args.scale)
+    if args.half:
+        backend.half()
     return backend
+
+
+def _check_flags(args) -> None:
+    """Flag combinations, before anything is read."""
+    if args.official_chop and args.tile:
+        raise UsageError("--official-chop has its own tiling: drop --tile")
+    if args.onnx and args.backend != "ort":
+        raise UsageError("--onnx goes with --backend ort")
+    if args.engine and args.backend != "trt":
+        raise UsageError("--engine goes with --backend trt")
+    if args.backend == "trt" and not args.engine:
+        raise UsageError("--backend trt needs --engine PATH (build one with python -m runtime.build)")
+    if args.backend == "trt" and args.weights:
+        raise UsageError("--backend trt runs the engine given with --engine: drop --weights")
+    if args.onnx and args.weights:
+        raise UsageError("--onnx already holds the weights: drop --weights")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.official_chop and args.tile:
-            raise UsageError("--official-chop has its own tiling: drop --tile")
-        sources, out, to_folder = _plan(args)
-        backend = _open_backend(args)
-        jobs = _jobs(sources, out, to_folder, args, backend.scale)
-        _check_existing(jobs, args.overwrite)
-    except (UsageError, BackendError) as e:
+        _check_flags(args)
+        plan = _plan(args)
+        needs_scale = plan.to_folder and args.suffix is None  # the default suffix is _x<scale>
+        scale = _scale_hint(args) if needs_scale else None
+        names_known = not needs_scale or scale is not None
+        if names_known:
+            _name_outputs(plan, args, scale)
+            _check_outputs(plan, args)
+        if plan.single and plan.jobs:
+            plan.first = read_image(plan.jobs[0].src)  # a corrupt input stops here, before the model
+        device = _resolve_device(args)
+        if not plan.jobs:  # --skip-existing and every output exists
+            _summary(plan, [], [], 0.0, False)
+            return EXIT_OK
+        backend = _open_backend(args, device)
+        if not names_known:  # only the opened backend could tell the scale
+            _name_outputs(plan, args, backend.scale)
+            _check_outputs(plan, args)
+    except (UsageError, BackendError, ImageReadError) as e:
         _error(str(e))
         return EXIT_USAGE
-    return _run(jobs, backend, args)
+    except KeyboardInterrupt:
+        _error("interrupted before any image was computed")
+        return EXIT_INTERRUPTED
+    return _run(plan, backend, args)
 
 
-def _run(jobs: list[Job], backend, args) -> int:
-    failed = 0
-    images = tqdm(jobs, unit="image", disable=True if len(jobs) == 1 else None)
-    tiles = tqdm(total=0, unit="tile", leave=False, disable=None)
+# ----------------------------------------------------------------------------- the run
+
+def _upscale(data: ImageData, backend, args, tiles) -> np.ndarray:
+    """One image through the network (and its alpha, with --alpha-upsampler model), then --outscale."""
+    options = dict(tile=args.tile, tile_pad=args.tile_pad, self_ensemble=args.self_ensemble,
+                   official_chop=args.official_chop, progress=tiles)
+    pixels = data.pixels
+    if args.alpha_upsampler == "model" and data.has_alpha:
+        color = upscale(pixels[..., :-1], backend, **options)
+        alpha = upscale(pixels[..., -1:], backend, **options)  # gray: replicated to RGB, averaged back
+        sr = np.concatenate([color, alpha], axis=2)
+    else:
+        sr = upscale(pixels, backend, **options)
+    if args.outscale and args.outscale != backend.scale:
+        from .resize import imresize
+        h, w = pixels.shape[:2]
+        size = (max(1, round(h * args.outscale)), max(1, round(w * args.outscale)))
+        sr = np.clip(imresize(sr, output_shape=size), 0, 1).astype(np.float32)
+    return sr
+
+
+class _Progress:
+    """A tqdm bar on a terminal; elsewhere (a log file, CI) one line per image."""
+
+    def __init__(self, total: int):
+        self.total, self.done = total, 0
+        self.log = not sys.stderr.isatty()
+        self.images = tqdm(total=total, unit="image", disable=self.log or total == 1)
+        self.tiles = tqdm(total=0, unit="tile", leave=False, disable=None)
+
+    def start(self, job: Job) -> None:
+        self.images.set_postfix_str(job.src.name, refresh=False)
+        self.t0 = time.perf_counter()
+
+    def finish(self, job: Job, status: str) -> None:
+        self.done += 1
+        self.images.update()
+        if self.log and self.total > 1:
+            _say(f"[{self.done}/{self.total}] {job.src} -> {job.dst}: {status} "
+                 f"({time.perf_counter() - self.t0:.1f} s)")
+
+    def close(self) -> None:
+        self.tiles.close()
+        self.images.close()
+
+
+def _summary(plan: Plan, written: list[Job], failed: list[Job], seconds: float, interrupted: bool) -> None:
+    if plan.single and written and not failed:
+        _say(f"wrote {plan.jobs[0].dst} in {seconds:.1f} s")
+        return
+    rate = f", {len(written) / seconds:.2f} images/s" if written and seconds > 0 else ""
+    parts = [f"{len(written)} written", f"{len(plan.skipped)} skipped (exist)", f"{len(failed)} failed"]
+    if interrupted:
+        parts.append(f"{len(plan.jobs) - len(written) - len(failed)} not done (interrupted)")
+    _say(f"{'interrupted: ' if interrupted else 'done: '}{', '.join(parts)}; {seconds:.1f} s{rate}")
+    if failed:
+        _say(f"  failed: {_names(j.src for j in failed)}")
+    if plan.skipped:
+        _say(f"  skipped, output exists: {_names(j.src for j in plan.skipped)}")
+    if plan.not_images:
+        _say(f"  not images, ignored: {_names(plan.not_images)}")
+    if plan.subfolders:
+        _say(f"  subfolders not searched (pass --recursive): {_names(plan.subfolders)}")
+
+
+def _run(plan: Plan, backend, args) -> int:
+    written: list[Job] = []
+    failed: list[Job] = []
+    progress = _Progress(len(plan.jobs))
+    start = time.perf_counter()
+    status = None
     try:
-        for job in images:
-            images.set_postfix_str(job.src.name, refresh=False)
+        for job in plan.jobs:
+            progress.start(job)
             try:
-                data = read_image(job.src)
-                sr = upscale(data.pixels, backend, tile=args.tile, tile_pad=args.tile_pad,
-                             self_ensemble=args.self_ensemble, official_chop=args.official_chop,
-                             progress=tiles)
+                data = plan.first if plan.first is not None and job is plan.jobs[0] else read_image(job.src)
+                sr = _upscale(data, backend, args, progress.tiles)
                 job.dst.parent.mkdir(parents=True, exist_ok=True)
-                notes = write_image(job.dst, sr, data.bit_depth, overwrite=args.overwrite)
+                notes = write_image(job.dst, sr, data.bit_depth, overwrite=args.overwrite, quality=args.quality)
             except (ImageReadError, OutputExistsError) as e:
                 _error(str(e))
-                failed += 1
+                failed.append(job)
+                progress.finish(job, "failed")
                 continue
             except OSError as e:
                 _error(f"cannot write {job.dst}: {e.strerror or e}")
-                failed += 1
+                failed.append(job)
+                progress.finish(job, "failed")
                 continue
             except torch.cuda.OutOfMemoryError:
                 _error(f"out of device memory on {job.src}: use a smaller --tile (e.g. --tile 128)")
-                return EXIT_RUNTIME
+                status = EXIT_RUNTIME
+                break
             for note in notes:
-                tqdm.write(f"{PROG}: warning: {job.dst}: {note}", file=sys.stderr)
+                _warn(f"{job.dst}: {note}")
+            written.append(job)
+            progress.finish(job, "written")
     except KeyboardInterrupt:
-        _error("interrupted")
-        return 130
+        status = EXIT_INTERRUPTED
     finally:
-        tiles.close()
-        images.close()
+        progress.close()
+    _summary(plan, written, failed, time.perf_counter() - start, status == EXIT_INTERRUPTED)
+    if status is not None:
+        return status
     if failed:
-        if len(jobs) > 1:
-            _error(f"{failed} of {len(jobs)} images failed")
-        return EXIT_USAGE
-    return 0
+        if len(plan.jobs) > 1:
+            _error(f"{len(failed)} of {len(plan.jobs)} images failed")
+        return EXIT_PARTIAL if written else EXIT_USAGE
+    return EXIT_OK
 
 
 if __name__ == "__main__":

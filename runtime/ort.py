@@ -17,9 +17,13 @@ has no fp16 kernel for.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -35,6 +39,11 @@ IMPLEMENTED = ("BucketSort", "BucketAttention", "CrossScaleFold")
 
 class MissingCustomOpsError(RuntimeError):
     """An ONNX file with custom nodes this onnxruntime cannot run."""
+
+
+class OrtSetupError(RuntimeError, ValueError):
+    """onnxruntime cannot be set up as asked (no CUDA provider, an unreadable file, a full disk):
+    a ValueError, so that callers report it as one line like any other bad input."""
 
 
 # --------------------------------------------------------------------------- custom ops
@@ -151,13 +160,29 @@ def providers_for(device: str) -> list:
     available = ort.get_available_providers()
     if device.startswith("cuda"):
         if "CUDAExecutionProvider" not in available:
-            raise RuntimeError("device 'cuda' asked for, but this onnxruntime has no CUDA provider; "
-                               "install onnxruntime-gpu or use device='cpu'")
+            raise OrtSetupError(f"device {device!r}: this onnxruntime has no CUDA provider (it has "
+                                f"{', '.join(available)}); install onnxruntime-gpu or use device cpu")
         index = int(device.split(":")[1]) if ":" in device else 0
         return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
     if device != "cpu":
-        raise ValueError(f"unknown device {device!r}; use 'cpu' or 'cuda'")
+        raise OrtSetupError(f"unknown device {device!r}; use 'cpu' or 'cuda'")
     return ["CPUExecutionProvider"]
+
+
+def cuda_available() -> bool:
+    """True when this onnxruntime has the CUDA provider (what ``--device auto`` picks it by)."""
+    import onnxruntime as ort
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def _load_onnx(path: Path, **kwargs) -> onnx.ModelProto:
+    """onnx.load with a one-line error for a file that is not ONNX (protobuf raises DecodeError)."""
+    try:
+        return onnx.load(str(path), **kwargs)
+    except Exception as e:  # DecodeError, OSError, ValueError: all mean "not a readable ONNX file"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise OrtSetupError(f"{path}: not a readable ONNX file ({reason}); export one with "
+                            f"python -m export.onnx") from None
 
 
 def make_session(onnx_model: str | Path | onnx.ModelProto, device: str = "cpu", *, custom_ops: bool = True,
@@ -166,7 +191,8 @@ def make_session(onnx_model: str | Path | onnx.ModelProto, device: str = "cpu", 
     registered when the graph has them. ``custom_ops=False`` behaves like an onnxruntime without
     them. ``profile``: file prefix for onnxruntime's per-op profile."""
     import onnxruntime as ort
-    model = onnx_model if isinstance(onnx_model, onnx.ModelProto) else onnx.load(str(onnx_model))
+    providers = providers_for(device)  # a missing provider is known before the file is read
+    model = onnx_model if isinstance(onnx_model, onnx.ModelProto) else _load_onnx(Path(onnx_model))
     where = "the model" if isinstance(onnx_model, onnx.ModelProto) else str(onnx_model)
     needed = custom_op_types(model)
     options = ort.SessionOptions()
@@ -186,19 +212,93 @@ def make_session(onnx_model: str | Path | onnx.ModelProto, device: str = "cpu", 
                 f"export with --ops onnx" + ("" if unknown else " or install onnxruntime-extensions"))
         options.register_custom_ops_library(register_custom_ops())
         source = _cast_custom_nodes_to_fp32(onnx.ModelProto.FromString(model.SerializeToString())).SerializeToString()
-    return ort.InferenceSession(source, options, providers=providers_for(device))
+    try:
+        return ort.InferenceSession(source, options, providers=providers)
+    except Exception as e:  # onnxruntime's InvalidGraph, InvalidProtobuf, Fail, NotImplemented
+        if type(e).__module__.startswith("onnxruntime"):
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise OrtSetupError(f"{where}: onnxruntime cannot load it ({reason})") from None
+        raise
 
 
 # --------------------------------------------------------------------------- backend
 
 def onnx_metadata(onnx_path: str | Path) -> dict[str, Any]:
     """The srdeploy metadata (model, scale, rgb_range, size rules, ops, precision) of an ONNX file."""
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    model = _load_onnx(Path(onnx_path), load_external_data=False)
     meta = next((json.loads(p.value) for p in model.metadata_props if p.key == "srdeploy"), None)
     if meta is None:
-        raise ValueError(f"{onnx_path} has no srdeploy metadata (model, scale, size rules); "
-                         f"export it with python -m export.onnx")
+        raise OrtSetupError(f"{onnx_path} has no srdeploy metadata (model, scale, size rules); "
+                            f"export it with python -m export.onnx")
     return meta
+
+
+# --------------------------------------------------------------------------- export cache
+
+CACHE_ENV = "SRDEPLOY_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Where on-the-fly exports are kept: ``$SRDEPLOY_CACHE_DIR``, else ``$XDG_CACHE_HOME/srdeploy``,
+    else ``~/.cache/srdeploy`` (the XDG rule)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "srdeploy"
+
+
+def _export_code_digest() -> str:
+    """What the export depends on besides the weights: the code of models/ and export/ (a changed
+    decomposition or network makes a new file, never a stale one), torch and onnx versions."""
+    import torch as _torch
+    repo = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256(f"{_torch.__version__} {onnx.__version__}".encode())
+    for folder in ("models", "export"):
+        for f in sorted((repo / folder).glob("*.py")):
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def cached_export(weights: Path, *, model: str | None = None, scale: int | None = None, ops: str = "onnx",
+                  say: Callable[[str], None] | None = None) -> Path:
+    """The ONNX export of a checkpoint, from :func:`cache_dir` when this very file (by its sha256),
+    export options and export code were exported before, else exported now (atomically) and kept
+    for the next run. ``say`` hears what happened and how long it took (default: stderr)."""
+    say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    from runtime.paths import folder_problem
+    folder = cache_dir() / "onnx"
+    problem = folder_problem(folder)  # checked before the weights are read or anything exported
+    if problem:
+        raise OrtSetupError(f"cannot keep the on-the-fly export: {problem}; set {CACHE_ENV} to a writable "
+                            f"folder or pass --onnx FILE")
+    from export.onnx import DEFAULT_OPSET, FORMAT_VERSION
+    from runtime.trt import sha256_file  # light: TensorRT itself loads only when used
+    digest = sha256_file(weights)
+    key = hashlib.sha256(json.dumps({"weights": digest, "ops": ops, "precision": "fp32", "opset": DEFAULT_OPSET,
+                                     "format": FORMAT_VERSION, "code": _export_code_digest()},
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    path = folder / f"{weights.stem}_{ops}_{key}.onnx"
+    if path.is_file():
+        try:
+            onnx_metadata(path)
+            say(f"onnxruntime: using the cached export of {weights.name}: {path}")
+            return path
+        except OrtSetupError:
+            pass  # unreadable (a disk error, a foreign file): export again over it
+    import models
+    from export.onnx import export_model, quiet_torch_exporter
+    quiet_torch_exporter()
+    net = models.load(weights, model=model, scale=scale)
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        export_model(net, path, mode=ops, weights=str(weights), overwrite=True)
+    except OSError as e:  # a full disk, a folder removed meanwhile: the temporary file is already gone
+        raise OrtSetupError(f"cannot write the on-the-fly export to {folder}: {e.strerror or e}; free space, "
+                            f"set {CACHE_ENV} or pass --onnx FILE") from None
+    say(f"onnxruntime: exported {weights.name} in {time.perf_counter() - start:.1f} s to {path} "
+        f"(cached: the next run reuses it; remove {folder} to free the space)")
+    return path
 
 
 class OrtBackend:
@@ -206,7 +306,8 @@ class OrtBackend:
 
     ``OrtBackend(onnx_path, device="cpu")``: ``device="cuda"`` needs onnxruntime-gpu (the srdeploy
     custom ops of a ``--ops plugin`` file still run on CPU). ``OrtBackend.open(path, model=, scale=,
-    device=)`` also takes a checkpoint and exports it on the fly (``--ops onnx``, fp32, dynamic).
+    device=)`` also takes a checkpoint and exports it on the fly (``--ops onnx``, fp32, dynamic) into
+    the export cache (:func:`cached_export`).
     Attributes: ``name`` (architecture), ``scale``, ``rgb_range``, ``device``, ``meta`` (the export
     metadata), ``session``. ``valid_size(h, w)`` is the size to pad an input to; ``backend(x)`` maps
     float32 [N, 3, H, W] in [0, 1] (a valid size) to float32 [N, 3, sH, sW] on the CPU, not clamped.
@@ -231,19 +332,14 @@ class OrtBackend:
     @classmethod
     def open(cls, path: str | Path, *, model: str | None = None, scale: int | None = None,
              device: str = "cpu", ops: str = "onnx") -> "OrtBackend":
-        """An ONNX file, or a checkpoint exported on the fly (to a temporary directory);
+        """An ONNX file, or a checkpoint exported on the fly (through the export cache);
         ``model``/``scale``, when given, must match what the file holds."""
         path = Path(path)
+        providers_for(device)  # a missing CUDA provider is found before an export, not after
         if path.suffix.lower() != ".onnx":
-            import tempfile
-
-            import models
-            from export.onnx import export_model, quiet_torch_exporter
-            quiet_torch_exporter()
-            net = models.load(path, model=model, scale=scale)
-            onnx_path = Path(tempfile.mkdtemp(prefix="srdeploy-ort-")) / f"{net.name}_x{net.scale}_{ops}.onnx"
-            export_model(net, onnx_path, mode=ops, weights=str(path))
-            path = onnx_path
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: no such weights file")
+            path = cached_export(path, model=model, scale=scale, ops=ops)
         backend = cls(path, device)
         if (model is not None and model.lower() != backend.name) or (scale is not None and scale != backend.scale):
             raise ValueError(f"{path} holds {backend.name} x{backend.scale}, not "

@@ -68,3 +68,11 @@ def built_library(tmp_path_factory):
         return plugin_build.build(build_dir, jobs=int(os.environ.get("SRDEPLOY_BUILD_JOBS", "2")), quiet=True)
     except plugin_build.BuildError as e:
         pytest.fail(f"the kernels library does not build:\n{e}")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _export_cache(tmp_path_factory):
+    """On-the-fly exports (runtime.ort.cached_export) go to a per-session folder, not ~/.cache."""
+    os.environ["SRDEPLOY_CACHE_DIR"] = str(tmp_path_factory.mktemp("srdeploy-cache"))
+    yield
+    os.environ.pop("SRDEPLOY_CACHE_DIR", None)

@@ -1,4 +1,6 @@
 """Checkpoint loading: round trips, detection, and an error that explains every bad file."""
+import os
+
 import pytest
 import torch
 
@@ -114,3 +116,17 @@ def test_unknown_network_and_non_tensor_dicts(tmp_path):
     torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "meta.pt")
     with pytest.raises(models.CheckpointError, match="dict without tensors"):
         models.load(tmp_path / "meta.pt")
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo this should never run",))
+
+
+def test_pickle_that_runs_code_names_the_callable(tmp_path):
+    torch.save({"weight": _RunsCode()}, tmp_path / "evil.pt")
+    with pytest.raises(models.CheckpointError) as e:
+        models.load(tmp_path / "evil.pt")
+    msg = str(e.value)
+    assert "would run code" in msg and "os.system" in msg and "\n" not in msg
+    assert "corrupt" not in msg and "another format" not in msg
