@@ -13,15 +13,15 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .imageio import FORMATS, ImageReadError, OutputExistsError, quantize, read_image, write_image
-from .infer import EXIT_USAGE, Job, UsageError, _check_existing, _jobs, _plan
+from .imageio import ImageReadError, OutputExistsError, quantize, read_image, write_image
+from .infer import (EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, Job, Plan, UsageError, _check_outputs,
+                    _name_outputs, _plan, _summary, add_io_arguments)
 
 PROG = "python -m runtime.client"
 PROTOCOLS = ("http", "grpc")
@@ -151,7 +151,6 @@ def upscale_remote(pixels: np.ndarray, conn: Connection, model: str, scale: int)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    exts = sorted({e.lstrip(".") for e in FORMATS})
     p = argparse.ArgumentParser(
         prog=PROG, description="Upscale images through a Triton server started by python -m runtime.serve.",
         epilog="examples:\n"
@@ -159,14 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                f"  {PROG} -i lr/ -o sr/ --concurrency 8 --model nlsn_x2\n"
                f"  {PROG} -i lr/ -o sr/ --protocol grpc --url 127.0.0.1:8001",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    io = p.add_argument_group("input and output (as python -m runtime.infer)")
-    io.add_argument("-i", "--input", required=True, metavar="PATH", help="an image, or a folder of images")
-    io.add_argument("-o", "--output", required=True, metavar="PATH",
-                    help="an image file for a single input, or a folder (created if missing)")
-    io.add_argument("--suffix", default=None,
-                    help="added to each output file name in a folder (default: _x<scale>; '' for none)")
-    io.add_argument("--ext", choices=exts, default=None, help="output format in a folder (default: that of each input)")
-    io.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_io_arguments(p).title = "input and output (as python -m runtime.infer)"
     s = p.add_argument_group("server")
     s.add_argument("--url", default=None, help="host:port of the server (default: 127.0.0.1:8000 for http, "
                    "127.0.0.1:8001 for grpc)")
@@ -186,44 +178,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.url is None:
         args.url = "127.0.0.1:8001" if args.protocol == "grpc" else "127.0.0.1:8000"
-    args.self_ensemble = args.official_chop = False  # runtime.infer's planning reads these
     try:
         if args.concurrency < 1:
             raise UsageError(f"--concurrency must be ≥ 1, got {args.concurrency}")
-        sources, out, to_folder = _plan(args)
+        plan = _plan(args)
         conn, model, scale = _connect(args)
     except UsageError as e:
         _error(str(e))
         return EXIT_USAGE
     try:
         try:
-            jobs = _jobs(sources, out, to_folder, args, scale)
-            _check_existing(jobs, args.overwrite)
+            _name_outputs(plan, args, scale)
+            _check_outputs(plan, args)
         except UsageError as e:
             _error(str(e))
             return EXIT_USAGE
-        return _run(jobs, conn, model, scale, args)
+        if not plan.jobs:  # --skip-existing and every output exists
+            _summary(plan, [], [], 0.0, False)
+            return EXIT_OK
+        return _run(plan, conn, model, scale, args)
     finally:
         conn.close()
 
 
-def _one(job: Job, conn: Connection, model: str, scale: int, overwrite: bool) -> list[str]:
+def _one(job: Job, conn: Connection, model: str, scale: int, args) -> list[str]:
     data = read_image(job.src)
     sr = upscale_remote(data.pixels, conn, model, scale)
     job.dst.parent.mkdir(parents=True, exist_ok=True)
-    notes = write_image(job.dst, sr, 8, overwrite=overwrite)
+    notes = write_image(job.dst, sr, 8, overwrite=args.overwrite, quality=args.quality)
     if data.bit_depth == 16:
         notes.append("16-bit input served at 8 bits (the server takes UINT8)")
     return notes
 
 
-def _run(jobs: list[Job], conn: Connection, model: str, scale: int, args) -> int:
-    written = failed = 0
+def _run(plan: Plan, conn: Connection, model: str, scale: int, args) -> int:
+    """``--concurrency`` requests in flight; runtime.infer's summary and exit codes."""
+    written: list[Job] = []
+    failed: list[Job] = []
     start = time.perf_counter()
-    bar = tqdm(total=len(jobs), unit="image", disable=True if len(jobs) == 1 else None)
+    bar = tqdm(total=len(plan.jobs), unit="image", disable=True if len(plan.jobs) == 1 else None)
     pool = ThreadPoolExecutor(max_workers=args.concurrency)
+    interrupted = False
     try:
-        futures = {pool.submit(_one, job, conn, model, scale, args.overwrite): job for job in jobs}
+        futures = {pool.submit(_one, job, conn, model, scale, args): job for job in plan.jobs}
         for future in as_completed(futures):
             job = futures[future]
             bar.update()
@@ -236,25 +233,25 @@ def _run(jobs: list[Job], conn: Connection, model: str, scale: int, args) -> int
             except OSError as e:
                 _error(f"cannot write {job.dst}: {e.strerror or e}")
             else:
-                written += 1
+                written.append(job)
                 for note in notes:
                     tqdm.write(f"{PROG}: warning: {job.dst}: {note}", file=sys.stderr)
                 continue
-            failed += 1
+            failed.append(job)
     except KeyboardInterrupt:
         pool.shutdown(wait=False, cancel_futures=True)
-        _error("interrupted")
-        return 130
+        interrupted = True
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
     seconds = time.perf_counter() - start
-    print(f"{PROG}: {written} written, {failed} failed of {len(jobs)} in {seconds:.1f} s "
-          f"({written / seconds if seconds > 0 else 0:.2f} images/s, concurrency {args.concurrency}, "
-          f"{args.protocol} {args.url}, model {model})", file=sys.stderr)
+    _summary(plan, written, failed, seconds, interrupted)
+    print(f"{PROG}: concurrency {args.concurrency}, {args.protocol} {args.url}, model {model}", file=sys.stderr)
+    if interrupted:
+        return EXIT_INTERRUPTED
     if failed:
-        return EXIT_USAGE
-    return 0
+        return EXIT_PARTIAL if written else EXIT_USAGE
+    return EXIT_OK
 
 
 if __name__ == "__main__":

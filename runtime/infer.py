@@ -93,8 +93,30 @@ def _suffix(text: str) -> str:
     return text
 
 
-def build_parser() -> argparse.ArgumentParser:
+def add_io_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """-i/-o and the output rules, shared with ``python -m runtime.client``; returns the group."""
     exts = sorted({e.lstrip(".") for e in FORMATS})
+    io = p.add_argument_group("input and output")
+    io.add_argument("-i", "--input", required=True, metavar="PATH",
+                    help=f"an image ({', '.join(INPUT_FORMATS)}), or a folder of images")
+    io.add_argument("-o", "--output", required=True, metavar="PATH",
+                    help="an image file for a single input, or a folder (created if missing)")
+    io.add_argument("--recursive", action="store_true",
+                    help="also upscale the images in subfolders of -i, mirrored under -o")
+    io.add_argument("--suffix", type=_suffix, default=None,
+                    help="added to each output file name in a folder (default: _x<scale>; '' for none)")
+    io.add_argument("--ext", choices=exts, default=None,
+                    help="output format in a folder (default: that of each input; png for TIFF inputs)")
+    io.add_argument("--quality", type=_quality, default=None, metavar="1-100",
+                    help=f"JPEG and WebP quality (default: {DEFAULT_QUALITY})")
+    exist = io.add_mutually_exclusive_group()
+    exist.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    exist.add_argument("--skip-existing", action="store_true",
+                       help="leave existing output files alone and upscale only the others (to resume a run)")
+    return io
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Upscale images with NLSN, CSNLN or EDSR (reads PNG, JPEG, BMP, WebP, TIFF; writes PNG, "
@@ -118,30 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
                "else\n$XDG_CACHE_HOME/srdeploy, else ~/.cache/srdeploy, keyed by the weights' sha256.",
         formatter_class=HelpFormatter,
     )
-    io = p.add_argument_group("input and output")
-    io.add_argument("-i", "--input", required=True, metavar="PATH",
-                    help=f"an image ({', '.join(INPUT_FORMATS)}), or a folder of images")
-    io.add_argument("-o", "--output", required=True, metavar="PATH",
-                    help="an image file for a single input, or a folder (created if missing)")
-    io.add_argument("--recursive", action="store_true",
-                    help="also upscale the images in subfolders of -i, mirrored under -o")
-    io.add_argument("--suffix", type=_suffix, default=None,
-                    help="added to each output file name in a folder (default: _x<scale>; '' for none)")
-    io.add_argument("--ext", choices=exts, default=None,
-                    help="output format in a folder (default: that of each input; png for TIFF inputs)")
-    io.add_argument("--quality", type=_quality, default=None, metavar="1-100",
-                    help=f"JPEG and WebP quality (default: {DEFAULT_QUALITY})")
+    io = add_io_arguments(p)
     io.add_argument("--outscale", type=_positive_float, default=None, metavar="X",
                     help="final upscaling factor: the network's output is resized with MATLAB bicubic "
                          "(runtime/resize.py) to X times the input (default: the network's scale)")
     io.add_argument("--alpha-upsampler", choices=("bicubic", "model"), default="bicubic",
                     help="how an alpha channel is upscaled: bicubic, or by the network as a gray image "
                          "(sharper edges, a second pass)")
-    exist = io.add_mutually_exclusive_group()
-    exist.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    exist.add_argument("--skip-existing", action="store_true",
-                       help="leave existing output files alone and upscale only the others (to resume a run)")
-
     m = p.add_argument_group("model")
     m.add_argument("--weights", metavar="PATH",
                    help="checkpoint (official NLSN/CSNLN/EDSR state dict); default: the bundled compact model "
