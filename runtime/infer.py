@@ -20,6 +20,7 @@ from tqdm import tqdm
 import models
 
 from .backends import BACKENDS, BackendError, open_backend
+from . import memory
 from .imageio import FORMATS, ImageReadError, OutputExistsError, is_supported, read_image, write_image
 from .pipeline import DEFAULT_TILE_PAD, load_upscaler, upscale
 
@@ -46,6 +47,17 @@ def _non_negative(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be ≥ 0, got {value}")
     return value
+
+
+def _tile(text: str) -> int | str:
+    return "auto" if text == "auto" else _non_negative(text)
+
+
+def _size(text: str) -> int:
+    try:
+        return memory.parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,8 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", default="cpu", metavar="{cpu,cuda}", help="device (default: cpu)")
 
     r = p.add_argument_group("tiling and ensembling")
-    r.add_argument("--tile", type=_non_negative, default=0, metavar="N",
-                   help="tile size in LR pixels; 0 runs the whole image at once (default: 0)")
+    r.add_argument("--tile", type=_tile, default="auto", metavar="{auto,N}",
+                   help="tile size in LR pixels; auto: the whole image if it fits --max-memory, else the largest "
+                        "tile that does (halved and retried on running out of memory); 0: the whole image at once "
+                        "(default: auto)")
+    r.add_argument("--max-memory", type=_size, default=None, metavar="SIZE",
+                   help=f"memory budget for --tile auto, e.g. 4G or 512M (default: {memory.RAM_SHARE * 100:.0f}%% of the "
+                        f"available RAM; on CUDA {memory.GPU_SHARE * 100:.0f}%% of the free GPU memory)")
     r.add_argument("--tile-pad", type=_non_negative, default=DEFAULT_TILE_PAD, metavar="N",
                    help=f"LR pixels of context around each tile, also the width of the blend "
                         f"band (default: {DEFAULT_TILE_PAD})")
@@ -181,7 +198,7 @@ def _open_backend(args):
         backend = open_backend("trt", args.engine, model=args.model, scale=args.scale, device="cuda")
         if not args.official_chop:
             try:
-                args.tile, args.tile_pad = backend.tile_for(args.tile, args.tile_pad)
+                args.tile, args.tile_pad = backend.tile_for(0 if args.tile == "auto" else args.tile, args.tile_pad)
             except ValueError as e:
                 raise UsageError(str(e)) from None
         return backend
@@ -198,7 +215,7 @@ def _open_backend(args):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.official_chop and args.tile:
+        if args.official_chop and args.tile not in (0, "auto"):
             raise UsageError("--official-chop has its own tiling: drop --tile")
         sources, out, to_folder = _plan(args)
         backend = _open_backend(args)
@@ -212,6 +229,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(jobs: list[Job], backend, args) -> int:
     failed = 0
+    said: set[str] = set()
+
+    def note(msg: str) -> None:  # the tile plan once per distinct line, not once per image
+        if msg not in said:
+            said.add(msg)
+            tqdm.write(f"{PROG}: {msg}", file=sys.stderr)
     images = tqdm(jobs, unit="image", disable=True if len(jobs) == 1 else None)
     tiles = tqdm(total=0, unit="tile", leave=False, disable=None)
     try:
@@ -221,10 +244,10 @@ def _run(jobs: list[Job], backend, args) -> int:
                 data = read_image(job.src)
                 sr = upscale(data.pixels, backend, tile=args.tile, tile_pad=args.tile_pad,
                              self_ensemble=args.self_ensemble, official_chop=args.official_chop,
-                             progress=tiles)
+                             progress=tiles, max_memory=args.max_memory, on_note=note)
                 job.dst.parent.mkdir(parents=True, exist_ok=True)
                 notes = write_image(job.dst, sr, data.bit_depth, overwrite=args.overwrite)
-            except (ImageReadError, OutputExistsError) as e:
+            except (ImageReadError, OutputExistsError, memory.TilingError) as e:
                 _error(str(e))
                 failed += 1
                 continue
@@ -232,8 +255,8 @@ def _run(jobs: list[Job], backend, args) -> int:
                 _error(f"cannot write {job.dst}: {e.strerror or e}")
                 failed += 1
                 continue
-            except torch.cuda.OutOfMemoryError:
-                _error(f"out of device memory on {job.src}: use a smaller --tile (e.g. --tile 128)")
+            except memory.OutOfMemory as e:
+                _error(f"{job.src}: {e}")
                 return EXIT_RUNTIME
             for note in notes:
                 tqdm.write(f"{PROG}: warning: {job.dst}: {note}", file=sys.stderr)
