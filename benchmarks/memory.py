@@ -153,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where memory.json and memory.md go (default: results)")
     p.add_argument("--overwrite", action="store_true", help="replace existing result files")
     p.add_argument("--reuse", type=Path, metavar="JSON",
-                   help="take the measurements from an earlier memory.json and only recompute the estimates and "
-                        "the auto-tile table (after a change of runtime.memory's calibration)")
+                   help="keep the measurements of an earlier (or interrupted) memory.json and run only the missing "
+                        "ones; estimates and the auto-tile table are recomputed (e.g. after a new calibration)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     return p
 
@@ -179,23 +179,32 @@ def main(argv=None) -> int:
     outs = [args.out_dir / f"memory.{ext}" for ext in ("json", "md")]
     common.check_outputs(outs, args.overwrite)
     start = time.perf_counter()
-    rows = json.loads(args.reuse.read_text())["rows"] if args.reuse else []
-    for name in args.models if not args.reuse else []:
+    earlier = json.loads(args.reuse.read_text()) if args.reuse else {"rows": []}
+    rows = [r for r in earlier["rows"] if r.get("status") == "ok"]
+    done = {_key(r) for r in rows}
+    for name in args.models:
         for size in args.sizes:
             for variant in (args.variants if name == "csnln" else ["-"]):
                 for tile in args.tiles:
                     spec = {"model": name, "scale": args.scale, "size": size, "attention": variant, "tile": tile,
                             "tile_pad": args.tile_pad, "threads": args.threads}
+                    if _key(spec) in done:
+                        continue
                     row = measure(spec, args.timeout)
                     rows.append(row)
                     print(f"{name} x{args.scale} {size}² {variant} tile {tile}: {row.get('seconds')} s, "
                           f"peak {row.get('peak_rss_mib')} MiB ({row['status']})", file=sys.stderr)
+                    # after every measurement, so that an interrupted run resumes with --reuse
+                    common.write_json(outs[0], {"benchmark": "memory", "complete": False, "rows": rows})
     add_estimates(rows, args.tile_pad)
     auto = auto_tiles(args.models, args.scale, args.budgets, args.auto_sizes, args.tile_pad)
-    result = {"benchmark": "memory", "argv": sys.argv[1:] if argv is None else list(argv),
+    result = {"benchmark": "memory", "complete": True, "argv": sys.argv[1:] if argv is None else list(argv),
               "environment": common.environment(), "threads": args.threads, "tile_pad": args.tile_pad,
               "calibration": {"feature_maps": memory.FEATURE_MAPS, "fixed_bytes": memory.FIXED_BYTES},
               "seconds": round(time.perf_counter() - start, 1), "rows": rows, "auto_tiles": auto}
+    if args.reuse:
+        result["reused"] = {"file": str(args.reuse), "argv": earlier.get("argv"), "seconds": earlier.get("seconds"),
+                            "rows": len(done)}
     md = [f"# Peak memory and time, bundled x{args.scale} models, CPU, {args.threads} thread(s), one run each", "",
           "working = peak RSS - RSS before the pass (torch and the network loaded); estimate: runtime.memory", "",
           common.table(rows, COLUMNS), "", f"## --tile auto (tile pad {args.tile_pad}; no network run)", "",
@@ -205,6 +214,10 @@ def main(argv=None) -> int:
     print("\n".join(md))
     print(f"\nwrote {', '.join(map(str, outs))}")
     return 1 if any(r["status"] != "ok" for r in rows) else 0
+
+
+def _key(row: dict[str, Any]) -> tuple:
+    return tuple(row[k] for k in ("model", "scale", "size", "attention", "tile"))
 
 
 if __name__ == "__main__":

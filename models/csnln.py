@@ -42,14 +42,16 @@ def downscale(x: torch.Tensor, u: int) -> torch.Tensor:
     raise ValueError(f"unsupported up-factor {u}")
 
 
-#: Memory target for the score tensors of one attention block (fp32 scores, their scaled
-#: copy and their softmax, all batch items): small enough to stay in cache-friendly sizes and
-#: far below any tile's feature maps, large enough that per-block overhead is negligible.
+#: Size target of each score tensor of one attention block (the scores, their softmax; all
+#: batch items): far below any large tile's feature maps, large enough that per-block overhead
+#: is negligible, and above glibc's largest mmap threshold (32 MiB), so these temporaries are
+#: mapped and unmapped instead of fragmenting the heap (measured: with 31.9 MiB blocks a
+#: 192×192 CSNLN's RSS grew by one block per block, to 5.3 GB).
 ATTENTION_BLOCK_BYTES = 64 << 20
 
 
 def block_size(n_queries: int, bytes_per_query: int, block_bytes: int | None) -> int:
-    """Queries per block so that a block's scores take at most ``block_bytes`` (at least one
+    """Queries per block so that a block's score tensor takes at most ``block_bytes`` (at least one
     query; all of them when ``block_bytes`` is None or the graph is being traced/exported)."""
     if block_bytes is None or torch.compiler.is_compiling() or torch.jit.is_tracing():
         return n_queries
@@ -85,7 +87,7 @@ class NonLocalAttention(nn.Module):
         b = self.conv_match2(x).flatten(2)  # [N, c, HW]
         v = self.conv_assembly(x).flatten(2).transpose(1, 2)  # [N, HW, C]
         N, L = b.shape[0], b.shape[2]
-        rows = block_size(L, 2 * N * L * b.element_size(), self.block_bytes)  # scores + softmax
+        rows = block_size(L, N * L * b.element_size(), self.block_bytes)  # one row of scores per query
         if rows == L:
             out = torch.matmul(torch.softmax(torch.matmul(a, b), dim=2), v)
         else:
@@ -132,8 +134,7 @@ class CrossScaleAttention(nn.Module):
             scores = F.conv2d(rows, filters, groups=N).view(N, K, y1 - y0, W)
             return torch.softmax(scores * self.softmax_scale, dim=1)
 
-        # scores, their scaled copy and their softmax: three [N, K, W] tensors per query row
-        rows = block_size(H, 3 * N * K * W * x.element_size(), self.block_bytes)
+        rows = block_size(H, N * K * W * x.element_size(), self.block_bytes)  # [N, K, W] scores per query row
         if rows == H:
             return torch.ops.srdeploy.cross_scale_fold(attention(0, H), raw, u, u) / 6.0
         # Fold each block without padding onto the unpadded canvas (rows overlap across block

@@ -126,7 +126,8 @@ def memory_model(backend) -> MemoryModel:
     dense, block = _csnln_dense(backend)
     if dense:
         return MemoryModel(label + " (dense attention)", per_pixel, quadratic=DENSE_ATTENTION_BYTES_PER_PAIR)
-    return MemoryModel(label, per_pixel, fixed=FIXED_BYTES + block)
+    # at most three score tensors of one block live at once (scores, scaled, softmax)
+    return MemoryModel(label, per_pixel, fixed=FIXED_BYTES + 3 * block)
 
 
 def image_bytes(h: int, w: int, scale: int) -> int:
