@@ -31,7 +31,8 @@ from benchmarks import common
 VARIANTS = ("dense", "blocked")
 DEFAULT_BUDGETS = ("24G", "4G")
 AUTO_SIZES = (64, 128, 192, 512, 1024, 2048)
-COLUMNS = [("model", "model"), ("scale", "x"), ("size", "LR size"), ("attention", "attention"), ("tile", "tile"),
+COLUMNS = [("run", "run (UTC)"), ("model", "model"), ("scale", "x"), ("size", "LR size"), ("attention", "attention"),
+           ("tile", "tile"),
            ("seconds", "s"), ("peak_rss_mib", "peak RSS MiB"), ("working_mib", "working MiB"),
            ("estimate_mib", "estimate MiB"), ("estimate_ratio", "estimate / working"), ("status", "status")]
 AUTO_COLUMNS = [("model", "model"), ("scale", "x"), ("size", "LR size"), ("budget", "budget"), ("tile", "auto tile"),
@@ -179,6 +180,7 @@ def main(argv=None) -> int:
     outs = [args.out_dir / f"memory.{ext}" for ext in ("json", "md")]
     common.check_outputs(outs, args.overwrite)
     start = time.perf_counter()
+    run_id = time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())  # times compare only within one run
     earlier = json.loads(args.reuse.read_text()) if args.reuse else {"rows": []}
     rows = [r for r in earlier["rows"] if r.get("status") == "ok"]
     done = {_key(r) for r in rows}
@@ -190,7 +192,7 @@ def main(argv=None) -> int:
                             "tile_pad": args.tile_pad, "threads": args.threads}
                     if _key(spec) in done:
                         continue
-                    row = measure(spec, args.timeout)
+                    row = {**measure(spec, args.timeout), "run": run_id}
                     rows.append(row)
                     print(f"{name} x{args.scale} {size}² {variant} tile {tile}: {row.get('seconds')} s, "
                           f"peak {row.get('peak_rss_mib')} MiB ({row['status']})", file=sys.stderr)
@@ -206,7 +208,8 @@ def main(argv=None) -> int:
         result["reused"] = {"file": str(args.reuse), "argv": earlier.get("argv"), "seconds": earlier.get("seconds"),
                             "rows": len(done)}
     md = [f"# Peak memory and time, bundled x{args.scale} models, CPU, {args.threads} thread(s), one run each", "",
-          "working = peak RSS - RSS before the pass (torch and the network loaded); estimate: runtime.memory", "",
+          "working = peak RSS - RSS before the pass (torch and the network loaded); estimate: runtime.memory. "
+          "Times compare only within one run (the machine's load differs between runs).", "",
           common.table(rows, COLUMNS), "", f"## --tile auto (tile pad {args.tile_pad}; no network run)", "",
           common.table(auto, AUTO_COLUMNS)]
     common.write_json(outs[0], result)
