@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 import models
 
-from .backends import BACKENDS, BackendError, open_backend
 from . import memory
+from .backends import BACKENDS, BackendError, open_backend
 from .imageio import FORMATS, ImageReadError, OutputExistsError, is_supported, read_image, write_image
 from .pipeline import DEFAULT_TILE_PAD, load_upscaler, upscale
 
@@ -231,7 +231,7 @@ def _run(jobs: list[Job], backend, args) -> int:
     failed = 0
     said: set[str] = set()
 
-    def note(msg: str) -> None:  # the tile plan once per distinct line, not once per image
+    def say(msg: str) -> None:  # the tile plan once per distinct line, not once per image
         if msg not in said:
             said.add(msg)
             tqdm.write(f"{PROG}: {msg}", file=sys.stderr)
@@ -244,7 +244,7 @@ def _run(jobs: list[Job], backend, args) -> int:
                 data = read_image(job.src)
                 sr = upscale(data.pixels, backend, tile=args.tile, tile_pad=args.tile_pad,
                              self_ensemble=args.self_ensemble, official_chop=args.official_chop,
-                             progress=tiles, max_memory=args.max_memory, on_note=note)
+                             progress=tiles, max_memory=args.max_memory, on_note=say)
                 job.dst.parent.mkdir(parents=True, exist_ok=True)
                 notes = write_image(job.dst, sr, data.bit_depth, overwrite=args.overwrite)
             except (ImageReadError, OutputExistsError, memory.TilingError) as e:

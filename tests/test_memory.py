@@ -245,6 +245,14 @@ def test_cli_refuses_a_tiny_tile_before_computing(tmp_path, capsys):
     assert infer.main(["-i", str(src), "-o", str(out), "--weights", str(ckpt), "--max-memory", "2G"]) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if "tile auto" in line]
     assert len(notes) == 1 and "whole image" in notes[0], notes
+    # a folder of same-sized images: the plan is said once, every image is written
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray((image(48, 64, seed=len(name)) * 255).astype(np.uint8)).save(folder / name)
+    assert infer.main(["-i", str(folder), "-o", str(tmp_path / "sr"), "--weights", str(ckpt), "--max-memory", "2G"]) == 0
+    assert sum("tile auto" in line for line in capsys.readouterr().err.splitlines()) == 1
+    assert sorted(p.name for p in (tmp_path / "sr").iterdir()) == ["a_x2.png", "b_x2.png", "c_x2.png"]
     with pytest.raises(SystemExit) as e:
         infer.main(["-i", str(src), "-o", str(out), "--weights", str(ckpt), "--max-memory", "lots"])
     assert e.value.code == 2 and "--max-memory: expected a size such as 4G" in capsys.readouterr().err
