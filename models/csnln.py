@@ -3,6 +3,14 @@
 The cross-scale attention is computed for the whole batch at once: per-sample matching
 filters become one grouped convolution, and the per-sample transposed convolution that folds
 high-resolution patches back is ``torch.ops.srdeploy.cross_scale_fold``.
+
+Both attentions score every query position against all L' keys ([L, L'] scores: 11 GB for
+a 192×192 input). In eager mode they run in blocks of query positions sized so that one
+block's score tensors stay within ``block_bytes`` (default :data:`ATTENTION_BLOCK_BYTES`):
+memory grows with L × block instead of L², and the result equals the dense form up to
+float rounding (softmax is per query, so blocks are independent). Traced or exported
+graphs (``torch.export``, ONNX) use the dense form: the block loop's trip count depends on
+the input size, which a graph with dynamic H and W cannot hold as a Python loop.
 """
 from __future__ import annotations
 
@@ -34,6 +42,29 @@ def downscale(x: torch.Tensor, u: int) -> torch.Tensor:
     raise ValueError(f"unsupported up-factor {u}")
 
 
+#: Size target of each score tensor of one attention block (the scores, their softmax; all
+#: batch items): far below any large tile's feature maps, large enough that per-block overhead
+#: is negligible, and above glibc's largest mmap threshold (32 MiB), so these temporaries are
+#: mapped and unmapped instead of fragmenting the heap (measured: with 31.9 MiB blocks a
+#: 192×192 CSNLN's RSS grew by one block per block, to 5.3 GB).
+ATTENTION_BLOCK_BYTES = 64 << 20
+
+
+def block_size(n_queries: int, bytes_per_query: int, block_bytes: int | None) -> int:
+    """Queries per block so that a block's score tensor takes at most ``block_bytes`` (at least one
+    query; all of them when ``block_bytes`` is None or the graph is being traced/exported)."""
+    if block_bytes is None or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return n_queries
+    return max(1, min(n_queries, block_bytes // max(1, bytes_per_query)))
+
+
+def set_attention_block_bytes(model: nn.Module, block_bytes: int | None) -> None:
+    """Set the block memory target of every CSNLN attention in ``model`` (None: dense)."""
+    for m in model.modules():
+        if isinstance(m, (NonLocalAttention, CrossScaleAttention)):
+            m.block_bytes = block_bytes
+
+
 def patches(x: torch.Tensor, k: int, stride: int, pad: int) -> torch.Tensor:
     """All k×k patches of x [N, C, H, W] (zero padding ``pad``) -> [N, K, C, k, k]."""
     N, C = x.shape[:2]
@@ -42,10 +73,11 @@ def patches(x: torch.Tensor, k: int, stride: int, pad: int) -> torch.Tensor:
 
 
 class NonLocalAttention(nn.Module):
-    """In-scale non-local attention (dense softmax over all positions)."""
+    """In-scale non-local attention: softmax over all positions, in blocks of query positions."""
 
-    def __init__(self, channel: int = 128, reduction: int = 2):
+    def __init__(self, channel: int = 128, reduction: int = 2, block_bytes: int | None = ATTENTION_BLOCK_BYTES):
         super().__init__()
+        self.block_bytes = block_bytes
         self.conv_match1 = conv_act(channel, channel // reduction, 1, nn.PReLU())
         self.conv_match2 = conv_act(channel, channel // reduction, 1, nn.PReLU())
         self.conv_assembly = conv_act(channel, channel, 1, nn.PReLU())
@@ -54,7 +86,13 @@ class NonLocalAttention(nn.Module):
         a = self.conv_match1(x).flatten(2).transpose(1, 2)  # [N, HW, c]
         b = self.conv_match2(x).flatten(2)  # [N, c, HW]
         v = self.conv_assembly(x).flatten(2).transpose(1, 2)  # [N, HW, C]
-        out = torch.matmul(torch.softmax(torch.matmul(a, b), dim=2), v)
+        N, L = b.shape[0], b.shape[2]
+        rows = block_size(L, N * L * b.element_size(), self.block_bytes)  # one row of scores per query
+        if rows == L:
+            out = torch.matmul(torch.softmax(torch.matmul(a, b), dim=2), v)
+        else:
+            out = torch.cat([torch.matmul(torch.softmax(torch.matmul(a[:, i:i + rows], b), dim=2), v)
+                             for i in range(0, L, rows)], dim=1)
         return out.transpose(1, 2).reshape(x.shape)
 
 
@@ -63,8 +101,9 @@ class CrossScaleAttention(nn.Module):
     (3u)×(3u) patches of x into a u× larger map."""
 
     def __init__(self, channel: int = 128, reduction: int = 2, scale: int = 2, ksize: int = 3,
-                 softmax_scale: float = 10.0):
+                 softmax_scale: float = 10.0, block_bytes: int | None = ATTENTION_BLOCK_BYTES):
         super().__init__()
+        self.block_bytes = block_bytes
         self.scale = scale
         self.ksize = ksize
         self.softmax_scale = softmax_scale
@@ -84,12 +123,28 @@ class CrossScaleAttention(nn.Module):
         w = patches(self.conv_match_2(downscale(x, u)), k, 1, k // 2)  # [N, K, c, 3, 3]
         norm = torch.maximum(w.pow(2).sum(dim=(2, 3, 4), keepdim=True).sqrt(), self.escape_NaN)
         w = w / norm
-        match = F.pad(self.conv_match_1(x), (k // 2,) * 4)
+        p = k // 2
+        match = F.pad(self.conv_match_1(x), (p,) * 4)
         K, c = w.shape[1], w.shape[2]
-        scores = F.conv2d(match.reshape(1, N * c, H + 2 * (k // 2), W + 2 * (k // 2)),
-                          w.reshape(N * K, c, k, k), groups=N).view(N, K, H, W)
-        scores = torch.softmax(scores * self.softmax_scale, dim=1)
-        return torch.ops.srdeploy.cross_scale_fold(scores, raw, u, u) / 6.0
+        filters = w.reshape(N * K, c, k, k)
+
+        def attention(y0: int, y1: int) -> torch.Tensor:
+            """Softmax scores of the query rows [y0, y1) over all K patches: [N, K, y1 - y0, W]."""
+            rows = match[:, :, y0:y1 + 2 * p].reshape(1, N * c, y1 - y0 + 2 * p, W + 2 * p)
+            scores = F.conv2d(rows, filters, groups=N).view(N, K, y1 - y0, W)
+            return torch.softmax(scores * self.softmax_scale, dim=1)
+
+        rows = block_size(H, N * K * W * x.element_size(), self.block_bytes)  # [N, K, W] scores per query row
+        if rows == H:
+            return torch.ops.srdeploy.cross_scale_fold(attention(0, H), raw, u, u) / 6.0
+        # Fold each block without padding onto the unpadded canvas (rows overlap across block
+        # edges and add up, as in the transposed convolution), then crop the padding u.
+        canvas = raw.new_zeros(N, raw.shape[2], (H - 1) * u + k * u, (W - 1) * u + k * u)
+        for y0 in range(0, H, rows):
+            y1 = min(H, y0 + rows)
+            canvas[:, :, u * y0:u * (y1 - 1) + k * u] += torch.ops.srdeploy.cross_scale_fold(attention(y0, y1), raw, u, 0)
+        Ho, Wo = (H + k - 3) * u, (W + k - 3) * u  # as conv_transpose2d with padding u
+        return canvas[:, :, u:u + Ho, u:u + Wo] / 6.0
 
 
 class MultisourceProjection(nn.Module):

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 import models
 
+from . import memory
 from .backends import BACKENDS, BackendError, open_backend
 from .cli import HelpFormatter, whole_number
 from .imageio import (DEFAULT_QUALITY, FORMATS, INPUT_FORMATS, ImageData, ImageReadError, OutputExistsError,
@@ -77,6 +78,17 @@ def _positive_float(text: str) -> float:
     if not 0 < value <= 64:
         raise argparse.ArgumentTypeError(f"must be > 0 and ≤ 64, got {value:g}")
     return value
+
+
+def _tile(text: str) -> int | str:
+    return "auto" if text == "auto" else _non_negative(text)
+
+
+def _size(text: str) -> int:
+    try:
+        return memory.parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _device(text: str) -> str:
@@ -170,8 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "for onnxruntime/TensorRT export with --precision fp16 instead")
 
     r = p.add_argument_group("tiling and ensembling")
-    r.add_argument("--tile", type=_non_negative, default=0, metavar="N",
-                   help="tile size in LR pixels; 0 runs the whole image at once")
+    r.add_argument("--tile", type=_tile, default="auto", metavar="{auto,N}",
+                   help="tile size in LR pixels; auto: the whole image if it fits --max-memory, else the largest "
+                        "tile that does (halved and retried on running out of memory); 0: the whole image at once "
+                        "(default: auto)")
+    r.add_argument("--max-memory", type=_size, default=None, metavar="SIZE",
+                   help=f"memory budget for --tile auto, e.g. 4G or 512M (default: {memory.RAM_SHARE * 100:.0f}%% of the "
+                        f"available RAM; on CUDA {memory.GPU_SHARE * 100:.0f}%% of the free GPU memory)")
     r.add_argument("--tile-pad", type=_non_negative, default=DEFAULT_TILE_PAD, metavar="N",
                    help="LR pixels of context around each tile, also the width of the blend band")
     r.add_argument("--self-ensemble", action="store_true",
@@ -363,7 +380,7 @@ def _open_backend(args, device: str):
         backend = open_backend("trt", args.engine, model=args.model, scale=args.scale, device="cuda")
         if not args.official_chop:
             try:
-                args.tile, args.tile_pad = backend.tile_for(args.tile, args.tile_pad)
+                args.tile, args.tile_pad = backend.tile_for(0 if args.tile == "auto" else args.tile, args.tile_pad)
             except ValueError as e:
                 raise UsageError(str(e)) from None
         return backend
@@ -379,7 +396,7 @@ def _open_backend(args, device: str):
 
 def _check_flags(args) -> None:
     """Flag combinations, before anything is read."""
-    if args.official_chop and args.tile:
+    if args.official_chop and args.tile not in (0, "auto"):
         raise UsageError("--official-chop has its own tiling: drop --tile")
     if args.onnx and args.backend != "ort":
         raise UsageError("--onnx goes with --backend ort")
@@ -414,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         if not names_known:  # only the opened backend could tell the scale
             _name_outputs(plan, args, backend.scale)
             _check_outputs(plan, args)
-    except (UsageError, BackendError, ImageReadError) as e:
+    except (UsageError, BackendError, ImageReadError, memory.TilingError) as e:
         _error(str(e))
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -425,10 +442,10 @@ def main(argv: list[str] | None = None) -> int:
 
 # ----------------------------------------------------------------------------- the run
 
-def _upscale(data: ImageData, backend, args, tiles) -> np.ndarray:
+def _upscale(data: ImageData, backend, args, tiles, on_note) -> np.ndarray:
     """One image through the network (and its alpha, with --alpha-upsampler model), then --outscale."""
     options = dict(tile=args.tile, tile_pad=args.tile_pad, self_ensemble=args.self_ensemble,
-                   official_chop=args.official_chop, progress=tiles)
+                   official_chop=args.official_chop, progress=tiles, max_memory=args.max_memory, on_note=on_note)
     pixels = data.pixels
     if args.alpha_upsampler == "model" and data.has_alpha:
         color = upscale(pixels[..., :-1], backend, **options)
@@ -494,15 +511,21 @@ def _run(plan: Plan, backend, args) -> int:
     progress = _Progress(len(plan.jobs))
     start = time.perf_counter()
     status = None
+    said: set[str] = set()
+
+    def say_once(msg: str) -> None:  # the tile plan once per distinct line, not once per image
+        if msg not in said:
+            said.add(msg)
+            _say(msg)
     try:
         for job in plan.jobs:
             progress.start(job)
             try:
                 data = plan.first if plan.first is not None and job is plan.jobs[0] else read_image(job.src)
-                sr = _upscale(data, backend, args, progress.tiles)
+                sr = _upscale(data, backend, args, progress.tiles, say_once)
                 job.dst.parent.mkdir(parents=True, exist_ok=True)
                 notes = write_image(job.dst, sr, data.bit_depth, overwrite=args.overwrite, quality=args.quality)
-            except (ImageReadError, OutputExistsError) as e:
+            except (ImageReadError, OutputExistsError, memory.TilingError) as e:
                 _error(str(e))
                 failed.append(job)
                 progress.finish(job, "failed")
@@ -512,8 +535,8 @@ def _run(plan: Plan, backend, args) -> int:
                 failed.append(job)
                 progress.finish(job, "failed")
                 continue
-            except torch.cuda.OutOfMemoryError:
-                _error(f"out of device memory on {job.src}: use a smaller --tile (e.g. --tile 128)")
+            except memory.OutOfMemory as e:
+                _error(f"{job.src}: {e}")
                 status = EXIT_RUNTIME
                 break
             for note in notes:

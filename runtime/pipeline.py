@@ -12,17 +12,21 @@
   Pillow's bicubic resize and clamped to [0, 1].
 
 The result is clamped to [0, 1] but not quantised.
+
+``tile="auto"`` picks the largest tile that fits a memory budget (``runtime.memory``). Whatever
+the tile, running out of memory (torch, onnxruntime, TensorRT) halves the tile and runs the
+image again, down to the smallest tile where context padding does not dominate.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
 
-from . import tiling
+from . import memory, tiling
 from .backends import Backend, open_backend, resolve_weights
 
 __all__ = ["upscale", "load_upscaler", "forward_x8", "DEFAULT_TILE_PAD"]
@@ -74,12 +78,19 @@ def forward_x8(x: torch.Tensor, forward) -> torch.Tensor:
     return total / 8
 
 
-def upscale(img: np.ndarray, backend: Backend, tile: int = 0, tile_pad: int = DEFAULT_TILE_PAD,
-            self_ensemble: bool = False, official_chop: bool = False, progress: Any = None) -> np.ndarray:
+def upscale(img: np.ndarray, backend: Backend, tile: int | str = 0, tile_pad: int = DEFAULT_TILE_PAD,
+            self_ensemble: bool = False, official_chop: bool = False, progress: Any = None,
+            max_memory: int | None = None, on_note: Callable[[str], None] | None = None) -> np.ndarray:
     """Upscale an H×W×C float32 [0, 1] image (C = 1, 2, 3, 4; H×W also taken as gray).
 
-    ``tile`` is the LR core size (0: the whole image in one piece), ``tile_pad`` the context
-    around each tile (see ``runtime.tiling``). ``official_chop`` runs the official
+    ``tile`` is the LR core size (0: the whole image in one piece; ``"auto"``: the largest that
+    fits ``max_memory`` bytes, by default a safe share of the available memory, see
+    ``runtime.memory``), ``tile_pad`` the context around each tile (see ``runtime.tiling``).
+    A tile so small that context padding multiplies the work more than
+    ``memory.REFUSE_OVERHEAD`` times raises ``memory.TilingError``; out of memory, the tile is
+    halved and the image run again (``memory.OutOfMemory`` once halving cannot help).
+    ``on_note`` receives one-line notes (the auto tile, a retry, a padding warning).
+    ``official_chop`` runs the official
     ``forward_chop`` instead of the blended tiles (with ``self_ensemble`` it runs inside each of
     the 8 passes, as in the official code); it excludes ``tile``. ``progress``: None, True (a
     tqdm bar of its own) or a tqdm-like object, reset to the number of tiles and advanced per tile.
@@ -90,10 +101,12 @@ def upscale(img: np.ndarray, backend: Backend, tile: int = 0, tile_pad: int = DE
         img = img[..., None]
     if img.ndim != 3 or img.shape[2] not in (1, 2, 3, 4):
         raise ValueError(f"expected an H×W×C image with 1-4 channels, got shape {img.shape}")
+    if tile != "auto" and (not isinstance(tile, (int, np.integer)) or tile < 0) or tile_pad < 0:
+        raise ValueError(f"tile must be 'auto' or an integer ≥ 0 and tile_pad ≥ 0, got {tile!r}, {tile_pad!r}")
+    if official_chop and tile == "auto":
+        tile = 0  # the official chop has its own tiling
     if official_chop and tile:
         raise ValueError("official_chop and tile are exclusive: the official chop has its own tiling")
-    if tile < 0 or tile_pad < 0:
-        raise ValueError("tile and tile_pad must be ≥ 0")
     h, w, c = img.shape
     has_alpha = c in (2, 4)
     color = img[..., :c - 1] if has_alpha else img
@@ -102,33 +115,50 @@ def upscale(img: np.ndarray, backend: Backend, tile: int = 0, tile_pad: int = DE
         color = np.repeat(color, 3, axis=2)
     x = torch.from_numpy(np.ascontiguousarray(color.transpose(2, 0, 1)))[None]
 
+    note = on_note or (lambda msg: None)
+    if tile == "auto":
+        budget = max_memory if max_memory is not None else memory.default_budget(getattr(backend, "device", "cpu"))[0]
+        choice = memory.choose_tile(h, w, backend, budget, tile_pad)
+        tile = choice.tile
+        note(choice.note)
+    elif tile and not official_chop:
+        warning = memory.check_tile(h, w, tile, tile_pad)
+        if warning:
+            note(f"warning: {warning}")
+
     scale = backend.scale
     passes = 8 if self_ensemble else 1
-    if official_chop:
-        rule = tiling.chop_rule(backend.name)
-        # The transposed passes see w×h; the piece count depends on the orientation.
-        steps = sum(tiling.count_chop_pieces(*((w, h) if i & 4 else (h, w)), scale, rule) for i in range(passes))
-    else:
-        steps = tiling.count_tiles(h, w, tile) * passes
+
+    def steps_for(tile: int) -> int:
+        if official_chop:
+            rule = tiling.chop_rule(backend.name)
+            # The transposed passes see w×h; the piece count depends on the orientation.
+            return sum(tiling.count_chop_pieces(*((w, h) if i & 4 else (h, w)), scale, rule) for i in range(passes))
+        return tiling.count_tiles(h, w, tile) * passes
+
     bar, own_bar = progress, False
     if progress is True:
-        bar, own_bar = tqdm(total=steps, unit="tile", leave=False, disable=None), True
+        bar, own_bar = tqdm(total=steps_for(tile), unit="tile", leave=False, disable=None), True
     elif progress is not None:
-        bar.reset(total=steps)
+        bar.reset(total=steps_for(tile))
     tick = bar.update if bar is not None else (lambda n=1: None)
 
     def model(t: torch.Tensor) -> torch.Tensor:  # any size in, padded and cropped around the call
         return tiling.run_padded(backend, t, scale, backend.valid_size)
 
-    if official_chop:
-        def forward(t):
-            return tiling.official_chop(t, model, scale, rule, on_piece=tick)
-    else:
-        def forward(t):
-            return tiling.tiled_forward(t, backend, scale=scale, valid_size=backend.valid_size,
-                                 tile=tile, tile_pad=tile_pad, on_tile=tick)
+    def run(tile: int) -> torch.Tensor:
+        if official_chop:
+            def forward(t):
+                return tiling.official_chop(t, model, scale, tiling.chop_rule(backend.name), on_piece=tick)
+        else:
+            def forward(t):
+                return tiling.tiled_forward(t, backend, scale=scale, valid_size=backend.valid_size,
+                                            tile=tile, tile_pad=tile_pad, on_tile=tick)
+        return forward_x8(x, forward) if self_ensemble else forward(x)
+
     try:
-        y = forward_x8(x, forward) if self_ensemble else forward(x)
+        y = _retry_out_of_memory(run, tile, h, w, tile_pad, official_chop, backend, note,
+                                 lambda t: bar.reset(total=steps_for(t)) if bar is not None else None)
     finally:
         if own_bar:
             bar.close()
@@ -142,3 +172,27 @@ def upscale(img: np.ndarray, backend: Backend, tile: int = 0, tile_pad: int = DE
         out = np.concatenate([out, np.clip(alpha, 0, 1)[..., None]], axis=2)
     return np.ascontiguousarray(out, dtype=np.float32)
 
+
+
+def _retry_out_of_memory(run: Callable[[int], torch.Tensor], tile: int, h: int, w: int, tile_pad: int,
+                         official_chop: bool, backend: Backend, note: Callable[[str], None],
+                         restart: Callable[[int], None]) -> torch.Tensor:
+    """``run(tile)``; out of memory, again with half the tile until it works or cannot help."""
+    while True:
+        try:
+            return run(tile)
+        except Exception as e:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
+            if not memory.is_out_of_memory(e):
+                raise
+            why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        # Outside the except block: the failed attempt's frames (and tensors) are gone.
+        memory.release_memory(getattr(backend, "device", "cpu"))
+        smaller = None if official_chop else memory.halve_tile(h, w, tile, tile_pad)
+        if smaller is None:
+            hint = ("use --tile instead of --official-chop" if official_chop else
+                    "free memory, lower --tile-pad or use a machine with more memory")
+            raise memory.OutOfMemory(f"out of memory on a {w}x{h} image with {memory.describe_tile(tile)} "
+                                     f"({why}); {hint}")
+        note(f"out of memory with {memory.describe_tile(tile)}; retrying with tile {smaller}")
+        tile = smaller
+        restart(tile)
