@@ -423,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
             _check_outputs(plan, args)
         if plan.single and plan.jobs:
             plan.first = read_image(plan.jobs[0].src)  # a corrupt input stops here, before the model
+            if isinstance(args.tile, int) and args.tile > 0 and not args.official_chop:
+                memory.check_tile(*plan.first.pixels.shape[:2], args.tile, args.tile_pad)  # an absurd tile too
         device = _resolve_device(args)
         if not plan.jobs:  # --skip-existing and every output exists
             _summary(plan, [], [], 0.0, False)
