@@ -339,12 +339,12 @@ def plan_from_args(args: argparse.Namespace) -> BuildPlan:
         raise UsageError(f"engine {engine} exists; pass --force to replace it")
     if engine.resolve() == info.path.resolve():
         raise UsageError("--saveEngine would overwrite the ONNX file")
-    profile = make_profile(info, args.minShapes, args.optShapes, args.maxShapes)
     if args.target == "rtx":
         _check_rtx_flags(args, info)
     elif args.computeCapabilities:
         raise UsageError("--computeCapabilities goes with --target rtx (a --target trt engine runs on the GPU "
                          "it was built on)")
+    profile = make_profile(info, args.minShapes, args.optShapes, args.maxShapes)
     plugin = None
     if args.dynamicPlugins:
         if len(args.dynamicPlugins) > 1:
