@@ -3,9 +3,13 @@
     python -m runtime.build --onnx nlsn_x2.onnx --saveEngine nlsn_x2.engine \\
         --minShapes input:1x3x48x48 --optShapes input:1x3x128x128 --maxShapes input:1x3x256x256
 
+    python -m runtime.build --target rtx --onnx nlsn_x2.onnx --saveEngine nlsn_x2_rtx.engine \\
+        --minShapes input:1x3x48x48 --optShapes input:1x3x128x128 --maxShapes input:1x3x256x256
+
 The flags are trtexec's (``--onnx``, ``--saveEngine``, ``--dynamicPlugins``, ``--minShapes`` /
 ``--optShapes`` / ``--maxShapes``, ``--timingCacheFile``, ``--builderOptimizationLevel``,
-``--memPoolSize``, ``--verbose``), with three differences:
+``--memPoolSize``, ``--noTF32``, ``--verbose``; TF32 is on unless ``--noTF32``, as in trtexec), with
+three differences:
 
 - an existing engine is never replaced without ``--force`` (trtexec overwrites silently);
 - when the graph holds srdeploy custom nodes and no ``--dynamicPlugins`` is given, the srdeploy
@@ -14,6 +18,13 @@ The flags are trtexec's (``--onnx``, ``--saveEngine``, ``--dynamicPlugins``, ``-
 - the srdeploy nodes get ``plugin_namespace="srdeploy"`` in the copy handed to TensorRT's ONNX
   parser (which looks plugins up by op type, ``plugin_version`` and ``plugin_namespace``; the
   domain is not used). ``--saveOnnx`` writes that copy, for ``trtexec --onnx=...``.
+
+``--target rtx`` builds a TensorRT for RTX engine instead (package ``tensorrt_rtx``): ahead of time, on
+any machine, GPU or not, for the compute capabilities ``--computeCapabilities`` names (default:
+TensorRT-RTX's own, see :func:`rtx_compute_capabilities`); it compiles just in time on the GPU that
+runs it. Plain graphs only (``--ops onnx``): TensorRT-RTX has no plugin support for srdeploy's nodes
+and its ONNX parser aborts the process on them, so such a graph is refused before the parser sees it.
+The sidecar records the target, the TensorRT-RTX version and the compute capabilities.
 
 Everything is checked before TensorRT is touched (``--dry-run`` stops there and prints the plan):
 shape syntax, input names and ranks against the ONNX file, min <= opt <= max, the model's size rules.
@@ -51,6 +62,26 @@ _UNITS = {"B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 class UsageError(ValueError):
     """Bad flags or a bad ONNX file: one line on stderr, exit status 2."""
+
+
+class BuildFailed(RuntimeError):
+    """TensorRT refused the graph or the build (the parser's own errors are in the message): exit status 1."""
+
+
+def rtx_compute_capabilities(trt_rtx, text: str | None = None) -> list[str]:
+    """``--computeCapabilities 8.6,12.0`` -> ["8.6", "12.0"], checked against ``tensorrt_rtx.ComputeCapability``.
+
+    Without ``text``: what TensorRT-RTX builds for when none is set, every capability of that enum but
+    7.5 (its documentation: engines run on 8.0 and later by default; Turing, 7.5, must be asked for)."""
+    known = {f"{m[2:-1]}.{m[-1]}": m for m in trt_rtx.ComputeCapability.__members__ if m.startswith("SM")}
+    if text is None:
+        return sorted((cc for cc in known if cc != "7.5"), key=lambda cc: tuple(map(int, cc.split("."))))
+    wanted = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = [c for c in wanted if c not in known]
+    if unknown or not wanted:
+        raise UsageError(f"--computeCapabilities {text!r}: TensorRT-RTX {trt_rtx.__version__} builds for "
+                         f"{', '.join(known)} (e.g. --computeCapabilities 8.6,8.9)")
+    return list(dict.fromkeys(wanted))
 
 
 # ------------------------------------------------------------------------------- parsing
@@ -197,6 +228,9 @@ class BuildPlan:
     force: bool = False
     save_onnx: Path | None = None
     model: dict[str, Any] = field(default_factory=dict)
+    target: str = "trt"                               # runtime.trt.TARGETS
+    tf32: bool = True                                 # trtexec's default; --noTF32 turns it off
+    compute_capabilities: str | None = None           # --computeCapabilities as given (rtx)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -204,7 +238,8 @@ class BuildPlan:
 
     def command(self) -> str:
         """The runtime.build command line that makes this plan (the sidecar's rebuild command)."""
-        parts = [PROG, "--onnx", str(self.onnx), "--saveEngine", str(self.engine)]
+        parts = [PROG] + ["--target", self.target] * (self.target != "trt")
+        parts += ["--onnx", str(self.onnx), "--saveEngine", str(self.engine)]
         if self.plugin_library:
             parts += ["--dynamicPlugins", str(self.plugin_library)]
         for which, flag in (("min", "--minShapes"), ("opt", "--optShapes"), ("max", "--maxShapes")):
@@ -216,6 +251,10 @@ class BuildPlan:
             parts += ["--builderOptimizationLevel", str(self.builder_optimization_level)]
         if self.mem_pool:
             parts += ["--memPoolSize", ",".join(f"{k}:{v}B" for k, v in self.mem_pool.items())]
+        if not self.tf32:
+            parts += ["--noTF32"]
+        if self.compute_capabilities:
+            parts += ["--computeCapabilities", self.compute_capabilities]
         return " ".join([parts[0]] + [shlex.quote(p) for p in parts[1:]])
 
 
@@ -300,6 +339,11 @@ def plan_from_args(args: argparse.Namespace) -> BuildPlan:
         raise UsageError(f"engine {engine} exists; pass --force to replace it")
     if engine.resolve() == info.path.resolve():
         raise UsageError("--saveEngine would overwrite the ONNX file")
+    if args.target == "rtx":
+        _check_rtx_flags(args, info)
+    elif args.computeCapabilities:
+        raise UsageError("--computeCapabilities goes with --target rtx (a --target trt engine runs on the GPU "
+                         "it was built on)")
     profile = make_profile(info, args.minShapes, args.optShapes, args.maxShapes)
     plugin = None
     if args.dynamicPlugins:
@@ -326,7 +370,23 @@ def plan_from_args(args: argparse.Namespace) -> BuildPlan:
         builder_optimization_level=args.builderOptimizationLevel,
         mem_pool=parse_mem_pool(args.memPoolSize) if args.memPoolSize else {},
         verbose=args.verbose, force=args.force, save_onnx=Path(args.saveOnnx) if args.saveOnnx else None,
-        model=info.meta)
+        model=info.meta, target=args.target, tf32=not args.noTF32, compute_capabilities=args.computeCapabilities)
+
+
+def _check_rtx_flags(args: argparse.Namespace, info: OnnxInfo) -> None:
+    """--target rtx takes plain graphs only; refused here, before TensorRT-RTX's parser (which aborts the
+    whole process on an srdeploy node) ever sees one."""
+    if info.custom_ops:
+        raise UsageError(f"--target rtx: {info.path} holds {', '.join(info.custom_ops)}, which TensorRT-RTX cannot "
+                         f"build (no srdeploy plugins there); export with --ops onnx or use --target trt")
+    if args.dynamicPlugins:
+        raise UsageError("--target rtx: --dynamicPlugins is not supported (TensorRT-RTX builds plain graphs only)")
+    if args.computeCapabilities and not re.fullmatch(r"\d+\.\d+(,\d+\.\d+)*", args.computeCapabilities.replace(" ", "")):
+        raise UsageError(f"--computeCapabilities {args.computeCapabilities!r}: expected major.minor[,major.minor], "
+                         f"e.g. 8.6,8.9")
+    if args.timingCacheFile:
+        raise UsageError("--target rtx: --timingCacheFile is not supported (TensorRT-RTX tunes just in time on "
+                         "the GPU that runs the engine)")
 
 
 # --------------------------------------------------------------------------------- build
@@ -339,7 +399,22 @@ def onnx_bytes_for_tensorrt(path: Path) -> bytes:
 
 
 def build_engine(plan: BuildPlan) -> rtrt.EngineSidecar:
-    """Build with TensorRT through polygraphy's loaders; write the engine and its sidecar atomically."""
+    """Build for the plan's target; write the engine and its sidecar atomically."""
+    if plan.target == "rtx":
+        engine_bytes, seconds, sidecar = _build_rtx(plan)
+    else:
+        engine_bytes, seconds, sidecar = _build_trt(plan)
+    if plan.engine.exists() and not plan.force:  # appeared while building
+        raise UsageError(f"engine {plan.engine} appeared during the build; pass --force to replace it")
+    rtrt.atomic_write_bytes(plan.engine, engine_bytes)
+    sidecar.engine_sha256 = rtrt.sha256_file(plan.engine)
+    sidecar.build_options["build_seconds"] = round(seconds, 2)
+    rtrt.write_sidecar(sidecar, plan.engine)
+    return sidecar
+
+
+def _build_trt(plan: BuildPlan) -> tuple[bytes, float, rtrt.EngineSidecar]:
+    """Full TensorRT through polygraphy's loaders (needs a GPU: the engine is tuned for it)."""
     trt = rtrt.import_tensorrt()
     from polygraphy.backend.trt import (  # noqa: PLC0415
         CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxBytes, Profile)
@@ -360,23 +435,60 @@ def build_engine(plan: BuildPlan) -> rtrt.EngineSidecar:
         profiles=[profile] if plan.profile else None,
         load_timing_cache=str(plan.timing_cache) if plan.timing_cache and plan.timing_cache.exists() else None,
         builder_optimization_level=plan.builder_optimization_level,
-        memory_pool_limits=pools or None)
+        memory_pool_limits=pools or None, tf32=plan.tf32)
     network = NetworkFromOnnxBytes(model_bytes, strongly_typed=True)
     start = time.perf_counter()
     engine_bytes = EngineBytesFromNetwork(
         network, config=config, save_timing_cache=str(plan.timing_cache) if plan.timing_cache else None)()
     seconds = time.perf_counter() - start
-    data = bytes(engine_bytes)
-    if plan.engine.exists() and not plan.force:  # appeared while building
-        raise UsageError(f"engine {plan.engine} appeared during the build; pass --force to replace it")
-    rtrt.atomic_write_bytes(plan.engine, data)
-    sidecar = sidecar_for(plan, machine, rtrt.sha256_file(plan.engine), seconds)
-    rtrt.write_sidecar(sidecar, plan.engine)
-    return sidecar
+    return bytes(engine_bytes), seconds, sidecar_for(plan, machine, "", seconds)
 
 
-def sidecar_for(plan: BuildPlan, machine: rtrt.MachineInfo, engine_sha256: str, seconds: float | None = None
-                ) -> rtrt.EngineSidecar:
+def _build_rtx(plan: BuildPlan) -> tuple[bytes, float, rtrt.EngineSidecar]:
+    """TensorRT-RTX through its own API (polygraphy picks TensorRT-RTX only by an environment variable read
+    at its import, for the whole process). Ahead of time: no GPU is needed."""
+    trt = rtrt.import_tensorrt("rtx")
+    capabilities = rtx_compute_capabilities(trt, plan.compute_capabilities)
+    logger = rtrt.make_logger(trt, plan.verbose)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    model_bytes = onnx_bytes_for_tensorrt(plan.onnx)
+    if plan.save_onnx:
+        rtrt.atomic_write_bytes(plan.save_onnx, model_bytes)
+    if not parser.parse(model_bytes):
+        errors = "; ".join(str(parser.get_error(i)).strip() for i in range(parser.num_errors))
+        raise BuildFailed(f"TensorRT-RTX's ONNX parser rejected {plan.onnx}: {errors or 'no reason given'}")
+    config = builder.create_builder_config()
+    if plan.tf32:
+        config.set_flag(trt.BuilderFlag.TF32)
+    else:
+        config.clear_flag(trt.BuilderFlag.TF32)
+    if plan.compute_capabilities:
+        config.num_compute_capabilities = len(capabilities)
+        for i, cc in enumerate(capabilities):
+            config.set_compute_capability(getattr(trt.ComputeCapability, "SM" + cc.replace(".", "")), i)
+    if plan.builder_optimization_level is not None:
+        config.builder_optimization_level = plan.builder_optimization_level
+    for pool, size in plan.mem_pool.items():
+        config.set_memory_pool_limit(getattr(trt.MemoryPoolType, MEMORY_POOLS[pool]), size)
+    if plan.profile:
+        profile = builder.create_optimization_profile()
+        for name, p in plan.profile.items():
+            profile.set_shape(name, p["min"], p["opt"], p["max"])
+        config.add_optimization_profile(profile)
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - start
+    if serialized is None:
+        raise BuildFailed(f"TensorRT-RTX could not build {plan.onnx} (its log above says why)")
+    # Built ahead of time for no GPU in particular: the sidecar lists where it may run instead.
+    machine = rtrt.MachineInfo(str(trt.__version__), "", "")
+    return bytes(serialized), seconds, sidecar_for(plan, machine, "", seconds, capabilities)
+
+
+def sidecar_for(plan: BuildPlan, machine: rtrt.MachineInfo, engine_sha256: str, seconds: float | None = None,
+                compute_capabilities: list[str] | None = None) -> rtrt.EngineSidecar:
     needs_plugins = bool(plan.custom_ops) and plan.plugin_library is not None
     return rtrt.EngineSidecar(
         engine=plan.engine.name, engine_sha256=engine_sha256,
@@ -387,16 +499,18 @@ def sidecar_for(plan: BuildPlan, machine: rtrt.MachineInfo, engine_sha256: str, 
         plugin_sha256=rtrt.sha256_file(plan.plugin_library) if needs_plugins else None,
         custom_ops=plan.custom_ops, model=plan.model,
         build_options={"builder_optimization_level": plan.builder_optimization_level, "mem_pool": plan.mem_pool,
-                       "timing_cache": str(plan.timing_cache) if plan.timing_cache else None,
+                       "timing_cache": str(plan.timing_cache) if plan.timing_cache else None, "tf32": plan.tf32,
                        "build_seconds": round(seconds, 2) if seconds is not None else None},
-        rebuild_command=plan.command())
+        rebuild_command=plan.command(), target=plan.target, compute_capabilities=list(compute_capabilities or []))
 
 
 def build(onnx: str | Path, engine: str | Path, *, opt_shapes: str | None = None, min_shapes: str | None = None,
           max_shapes: str | None = None, force: bool = False, plugin_library: str | Path | None = None,
-          timing_cache: str | Path | None = None, verbose: bool = False) -> rtrt.EngineSidecar:
-    """The CLI as a function (benchmarks): same flags, same checks; raises UsageError / TensorRTUnavailable."""
-    argv = ["--onnx", str(onnx), "--saveEngine", str(engine)]
+          timing_cache: str | Path | None = None, verbose: bool = False, target: str = "trt",
+          tf32: bool = True) -> rtrt.EngineSidecar:
+    """The CLI as a function (benchmarks): same flags, same checks; raises UsageError / TensorRTUnavailable /
+    BuildFailed."""
+    argv = ["--target", target, "--onnx", str(onnx), "--saveEngine", str(engine)] + ["--noTF32"] * (not tf32)
     for flag, value in (("--optShapes", opt_shapes), ("--minShapes", min_shapes), ("--maxShapes", max_shapes),
                         ("--dynamicPlugins", plugin_library), ("--timingCacheFile", timing_cache)):
         if value:
@@ -419,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
                "--timingCacheFile tc.cache --force\n"
                f"  {PROG} --onnx nlsn_x2.onnx --saveEngine x.engine --optShapes input:1x3x64x64 --dry-run",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target", choices=list(rtrt.TARGETS), default="trt",
+                   help="trt: TensorRT, built on and for this machine's GPU (default); rtx: TensorRT for RTX, "
+                        "built ahead of time on any machine (no GPU needed), plain --ops onnx graphs only")
     p.add_argument("--onnx", required=True, metavar="PATH", help="ONNX file (python -m export.onnx)")
     p.add_argument("--saveEngine", required=True, metavar="PATH", help="engine file to write (atomically)")
     p.add_argument("--force", action="store_true", help="replace an existing engine (never done without it)")
@@ -434,6 +551,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--builderOptimizationLevel", type=int, metavar="N", help="0..5 (TensorRT default 3)")
     b.add_argument("--memPoolSize", metavar="SPEC",
                    help="pool:size[B|K|M|G] (MiB when no unit), pools: " + ", ".join(MEMORY_POOLS))
+    b.add_argument("--noTF32", action="store_true",
+                   help="no TF32 for fp32 matrix products and convolutions (on by default, as in trtexec)")
+    b.add_argument("--computeCapabilities", metavar="LIST",
+                   help="--target rtx: compute capabilities to build for, e.g. 8.6,8.9 (default: TensorRT-RTX's, "
+                        "8.0 and later)")
     b.add_argument("--saveOnnx", metavar="PATH",
                    help="also write the ONNX copy given to TensorRT (srdeploy nodes with plugin_namespace), "
                         "for trtexec --onnx=")
@@ -466,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
         _error(f"the build failed: {e}")
         return EXIT_BUILD
     print(f"wrote {plan.engine} and {rtrt.sidecar_path(plan.engine)} ({sidecar.precision}, "
-          f"{sidecar.machine.describe()}, {sidecar.build_options.get('build_seconds')} s)")
+          f"{sidecar.describe()}, {sidecar.build_options.get('build_seconds')} s)")
     return 0
 
 

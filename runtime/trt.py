@@ -12,12 +12,18 @@ engine runs only with the TensorRT version and the GPU it was built for, and onl
 code it was built with; :func:`verify_sidecar` refuses any other combination before TensorRT is
 asked to deserialise anything, with a message that names what differs and how to rebuild.
 
+Two targets (:data:`TARGETS`, the sidecar's ``target``): ``trt``, full TensorRT, engines tied to the
+GPU they were built on; ``rtx``, TensorRT for RTX, engines built ahead of time on any machine (no GPU
+needed) that compile just in time on a GPU whose compute capability the sidecar lists. The sidecar
+picks the Python package that runs the engine.
+
 Everything here except :class:`TrtBackend` and :func:`machine_info` works without TensorRT (tests).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import os
 import shlex
@@ -28,11 +34,12 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "PLUGIN_LIB_ENV", "PLUGIN_LIB_NAME", "PLUGIN_NAMESPACE", "PLUGIN_VERSION", "SIDECAR_FORMAT",
+    "PLUGIN_LIB_ENV", "PLUGIN_LIB_NAME", "PLUGIN_NAMESPACE", "PLUGIN_VERSION", "SIDECAR_FORMAT", "TARGETS",
+    "TENSORRT_API", "FULL_TENSORRT_ONLY",
     "EngineMismatch", "SidecarError", "PluginLibraryNotFound", "TensorRTUnavailable",
     "MachineInfo", "EngineSidecar", "sidecar_path", "write_sidecar", "read_sidecar", "verify_sidecar",
     "sha256_file", "find_plugin_library", "default_plugin_library", "load_plugin_library", "machine_info",
-    "import_tensorrt", "unavailable_reason", "tile_for_profile", "fit_to_profile", "atomic_write_bytes", "TrtBackend",
+    "import_tensorrt", "unavailable_reason", "make_logger", "tile_for_profile", "fit_to_profile", "atomic_write_bytes", "TrtBackend",
 ]
 
 #: ONNX domain of the custom nodes = TensorRT plugin namespace; plugin version (DESIGN.md section 3)
@@ -43,6 +50,53 @@ PLUGIN_LIB_NAME = "libsrdeploy_trt_plugins.so"
 PLUGIN_LIB_ENV = "SRDEPLOY_TRT_PLUGINS"
 SIDECAR_FORMAT = 1
 SIDECAR_SUFFIX = ".json"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A TensorRT flavour srdeploy builds engines for (``python -m runtime.build --target``)."""
+    name: str
+    title: str      # for messages
+    module: str     # Python package that builds and runs its engines
+    install: str    # how to get it
+
+
+TARGETS = {
+    "trt": Target("trt", "TensorRT", "tensorrt",
+                  "install TensorRT (pip install tensorrt, needs an NVIDIA GPU and driver)"),
+    "rtx": Target("rtx", "TensorRT-RTX", "tensorrt_rtx", "pip install 'srdeploy[rtx]' (tensorrt-rtx-cu13)"),
+}
+
+#: Every TensorRT Python name runtime/build.py and this module use, as a path from the package
+#: (tests/test_tensorrt_real.py resolves each in the real bindings and checks by an AST scan that no
+#: other name is used): "runtime" names against the TensorRT 11 lean runtime (tensorrt-lean-cu13),
+#: "builder" names against TensorRT-RTX (tensorrt-rtx-cu13), whose builder and parser share them with
+#: full TensorRT. The --target trt build goes through polygraphy's loaders, which own their names.
+TENSORRT_API = {
+    "runtime": (
+        "Runtime", "Runtime.deserialize_cuda_engine", "ICudaEngine.create_execution_context",
+        "ICudaEngine.num_io_tensors", "ICudaEngine.get_tensor_name", "ICudaEngine.get_tensor_mode",
+        "ICudaEngine.get_tensor_profile_shape", "ICudaEngine.get_tensor_dtype", "TensorIOMode.INPUT",
+        "TensorIOMode.OUTPUT", "IExecutionContext.set_input_shape", "IExecutionContext.get_tensor_shape",
+        "IExecutionContext.set_tensor_address", "IExecutionContext.execute_async_v3", "ILogger",
+        "ILogger.Severity.ERROR", "ILogger.Severity.WARNING", "float32", "float16", "int32",
+        "get_plugin_registry", "IPluginRegistry.load_library", "IPluginRegistry.get_creator", "__version__",
+    ),
+    "builder": (
+        "Builder", "Builder.create_network", "Builder.create_builder_config", "Builder.create_optimization_profile",
+        "Builder.build_serialized_network", "NetworkDefinitionCreationFlag.STRONGLY_TYPED", "OnnxParser",
+        "OnnxParser.parse", "OnnxParser.num_errors", "OnnxParser.get_error", "IBuilderConfig.set_flag",
+        "IBuilderConfig.clear_flag", "IBuilderConfig.add_optimization_profile",
+        "IBuilderConfig.builder_optimization_level", "IBuilderConfig.set_memory_pool_limit",
+        "IBuilderConfig.num_compute_capabilities", "IBuilderConfig.set_compute_capability",
+        "IOptimizationProfile.set_shape", "BuilderFlag.TF32", "ComputeCapability", "MemoryPoolType.WORKSPACE",
+        "MemoryPoolType.DLA_MANAGED_SRAM", "MemoryPoolType.DLA_LOCAL_DRAM", "MemoryPoolType.DLA_GLOBAL_DRAM",
+        "MemoryPoolType.TACTIC_SHARED_MEMORY",  # by name from runtime.build.MEMORY_POOLS
+    ),
+}
+#: Names in TENSORRT_API that only full TensorRT has (neither package here holds them), with the reason
+#: they are still used. None today: every name resolves in the lean runtime or in TensorRT-RTX.
+FULL_TENSORRT_ONLY: dict[str, str] = {}
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -133,32 +187,34 @@ class MachineInfo:
         return f"{self.gpu_name} ({self.sm}) with TensorRT {self.tensorrt_version}"
 
 
-def import_tensorrt():
+def import_tensorrt(target: str = "trt"):
+    """The Python package of ``target`` ("trt": tensorrt, "rtx": tensorrt_rtx); TensorRTUnavailable if absent."""
+    t = TARGETS[target]
     try:
-        import tensorrt  # noqa: PLC0415
+        return importlib.import_module(t.module)
     except ImportError as e:
-        raise TensorRTUnavailable(
-            f"the tensorrt Python package is not installed ({e}); install TensorRT (pip install tensorrt, "
-            f"needs an NVIDIA GPU and driver) or use --backend torch / ort") from None
-    return tensorrt
+        raise TensorRTUnavailable(f"the {t.module} Python package is not installed ({e}); {t.install} "
+                                  f"or use --backend torch / ort") from None
 
 
-def unavailable_reason() -> str | None:
-    """Why TensorRT engines cannot run here (None if they can): for skips and benchmark rows."""
+def unavailable_reason(target: str = "trt") -> str | None:
+    """Why ``target`` engines cannot run here (None if they can): for skips and benchmark rows."""
     try:
-        machine_info()
+        machine_info(target=target)
     except TensorRTUnavailable as e:
         return str(e)
     return None
 
 
-def machine_info(device: int = 0) -> MachineInfo:
-    """TensorRT version from tensorrt, GPU from torch.cuda. Raises TensorRTUnavailable."""
-    trt = import_tensorrt()
+def machine_info(device: int | None = None, target: str = "trt") -> MachineInfo:
+    """TensorRT version from the target's package, GPU ``device`` (default: torch's current one) from
+    torch.cuda. Raises TensorRTUnavailable."""
+    trt = import_tensorrt(target)
     import torch  # noqa: PLC0415
     if not torch.cuda.is_available():
-        raise TensorRTUnavailable("TensorRT needs a CUDA GPU, and torch sees none "
-                                  "(a CUDA build of torch is needed to run engines)")
+        raise TensorRTUnavailable(f"{TARGETS[target].title} engines run on an NVIDIA GPU, and torch sees none "
+                                  "(a CUDA build of torch and a GPU are needed to run engines)")
+    device = torch.cuda.current_device() if device is None else device
     major, minor = torch.cuda.get_device_capability(device)
     return MachineInfo(str(trt.__version__), torch.cuda.get_device_name(device), f"{major}.{minor}")
 
@@ -185,10 +241,21 @@ class EngineSidecar:
     rebuild_command: str = ""
     created: str = ""
     format: int = SIDECAR_FORMAT
+    target: str = "trt"                          # TARGETS: which TensorRT runs it
+    # rtx: the compute capabilities ("8.6", ...) the engine may run on (gpu_name and compute_capability are
+    # empty: it was built ahead of time, for no GPU in particular); trt: empty (compute_capability decides)
+    compute_capabilities: list[str] = field(default_factory=list)
 
     @property
     def machine(self) -> MachineInfo:
         return MachineInfo(self.tensorrt_version, self.gpu_name, self.compute_capability)
+
+    def describe(self) -> str:
+        """What the engine was built for, in words."""
+        if self.target == "rtx":
+            return (f"TensorRT-RTX {self.tensorrt_version}, compute capability "
+                    f"{', '.join(self.compute_capabilities) or '?'}")
+        return self.machine.describe()
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=False) + "\n"
@@ -254,7 +321,9 @@ def verify_sidecar(sidecar: EngineSidecar, machine: MachineInfo, plugin_lib: str
     be loaded; None: none found). Every difference is named; the message ends with the rebuild command."""
     problems: list[str] = []
     built, here = sidecar.machine, machine
-    if (built.tensorrt_version, built.compute_capability, built.gpu_name) != \
+    if sidecar.target == "rtx":
+        problems += _rtx_problems(sidecar, machine)
+    elif (built.tensorrt_version, built.compute_capability, built.gpu_name) != \
             (here.tensorrt_version, here.compute_capability, here.gpu_name):
         what = []
         if built.tensorrt_version != here.tensorrt_version:
@@ -282,6 +351,19 @@ def verify_sidecar(sidecar: EngineSidecar, machine: MachineInfo, plugin_lib: str
     if problems:
         name = engine or sidecar.engine
         raise EngineMismatch(f"engine {name} cannot run here: {'; '.join(problems)}: {_rebuild_hint(sidecar, engine)}")
+
+
+def _rtx_problems(sidecar: EngineSidecar, machine: MachineInfo) -> list[str]:
+    """An RTX engine runs with its TensorRT-RTX version on a GPU of a compute capability it lists."""
+    problems = []
+    if sidecar.tensorrt_version != machine.tensorrt_version:
+        problems.append(f"built with TensorRT-RTX {sidecar.tensorrt_version}, this machine has TensorRT-RTX "
+                        f"{machine.tensorrt_version}")
+    if machine.compute_capability not in sidecar.compute_capabilities:
+        problems.append(f"it runs on compute capability {', '.join(sidecar.compute_capabilities) or '(none listed)'}, "
+                        f"this GPU ({machine.gpu_name}) is {machine.compute_capability} (build it with "
+                        f"--computeCapabilities {machine.compute_capability} if TensorRT-RTX supports that GPU)")
+    return problems
 
 
 # --------------------------------------------------------------------------------- profiles
@@ -330,12 +412,16 @@ def load_plugin_library(path: str | Path, trt=None) -> None:
     registry = trt.get_plugin_registry()
     handle = registry.load_library(key)
     if not handle:
+        if registry.get_creator("BucketSort", PLUGIN_VERSION, PLUGIN_NAMESPACE) is not None:
+            raise RuntimeError(f"TensorRT refused the plugin library {key}: the srdeploy plugin creators are already "
+                               f"registered in this process (another copy of the library was loaded first; "
+                               f"TensorRT registers a creator once), so the engine would run that copy's code")
         raise RuntimeError(f"TensorRT could not load the plugin library {key} (see the TensorRT log above)")
     _loaded_libraries[key] = handle
 
 
 class _TrtLogger:
-    """A TensorRT logger forwarding warnings and errors to Python logging."""
+    """A TensorRT (or TensorRT-RTX) logger forwarding warnings and errors to Python logging."""
 
     @staticmethod
     def make(trt, verbose: bool = False):
@@ -357,6 +443,11 @@ class _TrtLogger:
         return Logger()
 
 
+def make_logger(trt, verbose: bool = False):
+    """A logger for ``trt`` (tensorrt or tensorrt_rtx) that forwards to Python logging."""
+    return _TrtLogger.make(trt, verbose)
+
+
 class TrtBackend:
     """A TensorRT engine built by ``python -m runtime.build``, as a runtime backend.
 
@@ -364,6 +455,8 @@ class TrtBackend:
     (:func:`verify_sidecar`), loads the plugin library when the engine has custom ops, deserialises
     the engine. ``valid_size(h, w)`` applies the model's size rules and the profile's minimum;
     ``tile_for(tile, tile_pad)`` sizes tiles to the profile's maximum; ``backend(x)`` runs one tile.
+    The sidecar's target picks the package (tensorrt or tensorrt_rtx); the engine, its context and every
+    execution live on ``device`` (``cuda:N``; plain ``cuda`` is torch's current device).
     """
 
     name_prefix = "trt"
@@ -375,21 +468,31 @@ class TrtBackend:
         if not self.path.is_file():
             raise FileNotFoundError(f"engine {self.path} not found; build one with python -m runtime.build")
         self.sidecar = read_sidecar(self.path)
-        trt = import_tensorrt()
-        machine = machine or machine_info(torch.device(device).index or 0)
+        target = self.sidecar.target
+        if target not in TARGETS:
+            raise SidecarError(f"{sidecar_path(self.path)}: unknown target {target!r} (known: {', '.join(TARGETS)})")
+        trt = import_tensorrt(target)
+        index = torch.device(device if str(device).startswith("cuda") else "cuda").index
+        if machine is None:
+            try:
+                machine = machine_info(index, target)
+            except TensorRTUnavailable as e:
+                raise TensorRTUnavailable(f"engine {self.path} ({self.sidecar.describe()}) cannot run here: {e}") \
+                    from None
         plugin = find_plugin_library(plugin_library, required=False) if self.sidecar.plugin_sha256 else None
         verify_sidecar(self.sidecar, machine, plugin, engine=self.path)
         if plugin is not None:
             load_plugin_library(plugin, trt)
-        self.device = torch.device(device if device.startswith("cuda") else "cuda")
+        self.device = torch.device("cuda", torch.cuda.current_device() if index is None else index)
         self._trt = trt
         self._logger = _TrtLogger.make(trt)
-        self.runtime = trt.Runtime(self._logger)
-        self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
-        if self.engine is None:
-            raise RuntimeError(f"TensorRT could not deserialise {self.path} (see the log above); "
-                               f"{_rebuild_hint(self.sidecar, self.path)}")
-        self.context = self.engine.create_execution_context()
+        with torch.cuda.device(self.device):  # the engine and its context belong to this GPU
+            self.runtime = trt.Runtime(self._logger)
+            self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
+            if self.engine is None:
+                raise RuntimeError(f"{TARGETS[target].title} could not deserialise {self.path} (see the log above); "
+                                   f"{_rebuild_hint(self.sidecar, self.path)}")
+            self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
@@ -433,18 +536,19 @@ class TrtBackend:
         import torch  # noqa: PLC0415
         if x.dim() != 4:
             raise ValueError(f"TrtBackend expects [N, 3, H, W], got shape {tuple(x.shape)}")
-        feed = (x.to(self.device, torch.float32) * self.rgb_range).to(self._dtypes[self._input]).contiguous()
-        if not self.context.set_input_shape(self._input, tuple(feed.shape)):
-            raise ValueError(f"{self.path}: input shape {tuple(feed.shape)} is outside the engine's profile "
-                             f"{self.min_hw}..{self.max_hw}")
-        out_shape = tuple(self.context.get_tensor_shape(self._output))
-        out = torch.empty(out_shape, dtype=self._dtypes[self._output], device=self.device)
-        self.context.set_tensor_address(self._input, feed.data_ptr())
-        self.context.set_tensor_address(self._output, out.data_ptr())
-        # On torch's current stream: ordered with the copies around it, memory stays valid.
-        if not self.context.execute_async_v3(torch.cuda.current_stream(self.device).cuda_stream):
-            raise RuntimeError(f"{self.path}: TensorRT execution failed (see the log above)")
-        return (out.float() / self.rgb_range).cpu()
+        with torch.cuda.device(self.device):  # the context runs on the engine's GPU, whatever is current
+            feed = (x.to(self.device, torch.float32) * self.rgb_range).to(self._dtypes[self._input]).contiguous()
+            if not self.context.set_input_shape(self._input, tuple(feed.shape)):
+                raise ValueError(f"{self.path}: input shape {tuple(feed.shape)} is outside the engine's profile "
+                                 f"{self.min_hw}..{self.max_hw}")
+            out_shape = tuple(self.context.get_tensor_shape(self._output))
+            out = torch.empty(out_shape, dtype=self._dtypes[self._output], device=self.device)
+            self.context.set_tensor_address(self._input, feed.data_ptr())
+            self.context.set_tensor_address(self._output, out.data_ptr())
+            # On torch's current stream of that GPU: ordered with the copies around it, memory stays valid.
+            if not self.context.execute_async_v3(torch.cuda.current_stream(self.device).cuda_stream):
+                raise RuntimeError(f"{self.path}: TensorRT execution failed (see the log above)")
+            return (out.float() / self.rgb_range).cpu()
 
     # -- the runtime.backends interface
     @classmethod

@@ -227,3 +227,59 @@ def test_build_function_checks_like_the_cli(plain, tmp_path):
     with pytest.raises(rtrt.TensorRTUnavailable):
         rb.build(plain, tmp_path / "e", opt_shapes="input:1x3x64x64")
     assert not (tmp_path / "e").exists()
+
+
+# ------------------------------------------------------------------------ TF32, --target rtx
+
+def test_tf32_is_on_by_default_and_recorded(plain, tmp_path):
+    machine = rtrt.MachineInfo("11.1.0", "NVIDIA H100", "9.0")
+    p = plan("--onnx", str(plain), "--saveEngine", str(tmp_path / "e"), *SHAPES)
+    assert p.tf32 and "--noTF32" not in p.command() and p.target == "trt"
+    assert rb.sidecar_for(p, machine, "0" * 64).build_options["tf32"] is True
+    off = plan("--onnx", str(plain), "--saveEngine", str(tmp_path / "e"), *SHAPES, "--noTF32")
+    assert not off.tf32 and off.command().endswith("--noTF32")
+    assert rb.sidecar_for(off, machine, "0" * 64).build_options["tf32"] is False
+    assert plan(*off.command().split()[3:]).to_dict() == off.to_dict()  # the rebuild command keeps it
+
+
+def test_rtx_plan_and_its_rebuild_command(plain, tmp_path):
+    p = plan("--target", "rtx", "--onnx", str(plain), "--saveEngine", str(tmp_path / "e"), *SHAPES,
+             "--computeCapabilities", "8.6,8.9")
+    assert p.target == "rtx" and p.compute_capabilities == "8.6,8.9" and p.plugin_library is None
+    assert p.command().startswith("python -m runtime.build --target rtx --onnx ")
+    assert plan(*p.command().split()[3:]).to_dict() == p.to_dict()
+    side = rb.sidecar_for(p, rtrt.MachineInfo("1.7.1.116", "", ""), "0" * 64, compute_capabilities=["8.6", "8.9"])
+    assert side.target == "rtx" and side.compute_capabilities == ["8.6", "8.9"]
+    assert side.describe() == "TensorRT-RTX 1.7.1.116, compute capability 8.6, 8.9"
+
+
+@pytest.mark.parametrize("flags,match", [
+    (["--target", "rtx", "--timingCacheFile", "tc"], "--target rtx: --timingCacheFile is not supported"),
+    (["--target", "rtx", "--computeCapabilities", "sm86"], "expected major.minor"),
+    (["--computeCapabilities", "8.6"], "--computeCapabilities goes with --target rtx"),
+    (["--target", "rtx", "--dynamicPlugins", "/nowhere/lib.so"], "--target rtx: --dynamicPlugins is not supported"),
+])
+def test_rtx_refusals(plain, tmp_path, flags, match):
+    with pytest.raises(rb.UsageError, match=match):
+        plan("--onnx", str(plain), "--saveEngine", str(tmp_path / "e"), *SHAPES, *flags)
+
+
+def test_rtx_refuses_plugin_graphs_in_one_line(custom, tmp_path, capsys, monkeypatch):
+    lib = tmp_path / rtrt.PLUGIN_LIB_NAME
+    lib.write_bytes(b"\x7fELF fake")
+    monkeypatch.setenv(rtrt.PLUGIN_LIB_ENV, str(lib))  # a library is there: still refused (RTX has no plugins)
+    argv = ["--target", "rtx", "--onnx", str(custom), "--saveEngine", str(tmp_path / "e"), *SHAPES]
+    assert rb.main(argv) == rb.EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"python -m runtime.build: error: --target rtx: {custom} holds srdeploy::CrossScaleFold, which "
+                   "TensorRT-RTX cannot build (no srdeploy plugins there); export with --ops onnx or use --target trt"]
+    assert not (tmp_path / "e").exists()
+
+
+def test_rtx_compute_capabilities_from_the_real_enum():
+    trt_rtx = pytest.importorskip("tensorrt_rtx", reason="tensorrt-rtx-cu13 not installed (pip install -e '.[dev]')")
+    default = rb.rtx_compute_capabilities(trt_rtx)
+    assert "7.5" not in default and {"8.0", "8.6", "8.9", "12.0"} <= set(default)
+    assert rb.rtx_compute_capabilities(trt_rtx, "8.6, 7.5,8.6") == ["8.6", "7.5"]
+    with pytest.raises(rb.UsageError, match=r"--computeCapabilities '9\.0': TensorRT-RTX .* builds for 7\.5, 8\.0"):
+        rb.rtx_compute_capabilities(trt_rtx, "9.0")

@@ -189,3 +189,54 @@ def test_backend_open_maps_errors_to_backend_error(tmp_path):
     from runtime.backends import BackendError
     with pytest.raises(BackendError, match="not found; build one with python -m runtime.build"):
         rtrt.TrtBackend.open(tmp_path / "none.engine")
+
+
+# ------------------------------------------------------------------------------ RTX target
+
+def make_rtx_sidecar(engine):
+    side = make_sidecar(engine)
+    side.target, side.tensorrt_version, side.gpu_name, side.compute_capability = "rtx", "1.7.1.116", "", ""
+    side.compute_capabilities = ["8.0", "8.6", "8.9", "12.0"]
+    return side
+
+
+def test_rtx_sidecar_round_trip_and_old_sidecars_read_as_trt(engine):
+    side = make_rtx_sidecar(engine)
+    rtrt.write_sidecar(side, engine)
+    assert rtrt.read_sidecar(engine) == side
+    data = json.loads(rtrt.sidecar_path(engine).read_text())
+    assert data["target"] == "rtx" and data["compute_capabilities"] == ["8.0", "8.6", "8.9", "12.0"]
+    del data["target"], data["compute_capabilities"]  # a sidecar written before the RTX target
+    rtrt.sidecar_path(engine).write_text(json.dumps(data))
+    old = rtrt.read_sidecar(engine)
+    assert old.target == "trt" and old.compute_capabilities == []
+
+
+def test_rtx_engine_runs_on_any_listed_compute_capability(engine):
+    side = make_rtx_sidecar(engine)
+    for gpu, cc in (("NVIDIA GeForce RTX 4090", "8.9"), ("NVIDIA RTX A6000", "8.6"), ("NVIDIA A100", "8.0")):
+        rtrt.verify_sidecar(side, rtrt.MachineInfo("1.7.1.116", gpu, cc), None, engine=engine)
+
+
+@pytest.mark.parametrize("machine,expected", [
+    (rtrt.MachineInfo("1.7.1.116", "NVIDIA H200", "9.0"),
+     "it runs on compute capability 8.0, 8.6, 8.9, 12.0, this GPU (NVIDIA H200) is 9.0"),
+    (rtrt.MachineInfo("1.6.1.120", "NVIDIA GeForce RTX 4090", "8.9"),
+     "built with TensorRT-RTX 1.7.1.116, this machine has TensorRT-RTX 1.6.1.120"),
+])
+def test_rtx_engine_refused_where_it_cannot_run(engine, machine, expected):
+    with pytest.raises(rtrt.EngineMismatch) as e:
+        rtrt.verify_sidecar(make_rtx_sidecar(engine), machine, None, engine=engine)
+    assert expected in str(e.value) and str(e.value).endswith(f"rebuild with {REBUILD} --force")
+
+
+def test_unknown_target_in_a_sidecar(engine):
+    side = make_sidecar(engine)
+    side.target = "tensorrt-llm"
+    rtrt.write_sidecar(side, engine)
+    with pytest.raises(rtrt.SidecarError, match="unknown target 'tensorrt-llm' \\(known: trt, rtx\\)"):
+        rtrt.TrtBackend(engine)
+
+
+def test_targets_name_their_packages():
+    assert {t: rtrt.TARGETS[t].module for t in rtrt.TARGETS} == {"trt": "tensorrt", "rtx": "tensorrt_rtx"}
