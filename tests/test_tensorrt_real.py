@@ -28,10 +28,9 @@ import pytest
 import torch
 
 import test_export  # its small configurations and its session cache of exports
-from conftest import REPO, SHARED
+from conftest import REPO
 from export import ops_plugin
 from export.onnx import export_model
-from plugins import build as plugin_build
 from runtime import build as rb
 from runtime import trt as rtrt
 
@@ -64,22 +63,7 @@ def ok(proc: subprocess.CompletedProcess) -> str:
 
 # ------------------------------------------------------------------------ the plugin library
 
-@pytest.fixture(scope="session")
-def trt_plugins_lib() -> Path:
-    """libsrdeploy_trt_plugins.so built once (CMake is incremental) against the TensorRT 11.1 headers.
-    A stand-in until the shared fixture of tests/conftest.py lands."""
-    root = SHARED / "third_party" / "tensorrt"
-    if not (root / "include" / "NvInfer.h").is_file():
-        pytest.skip(f"no TensorRT headers at {root / 'include'} (set SRDEPLOY_SHARED)")
-    if plugin_build.find_nvcc() is None:
-        pytest.skip("nvcc not found: the kernels the plugins wrap cannot be compiled")
-    build_dir = REPO / "build" / "trt_plugins"
-    try:
-        plugin_build.build(build_dir, archs="90-real", jobs=1, quiet=True, tensorrt_root=root)
-    except plugin_build.BuildError as e:
-        pytest.fail(f"the TensorRT plugin library does not build:\n{e}")
-    return build_dir / plugin_build.TRT_LIB_NAME
-
+# The library comes from the session fixture trt_plugins_lib (tests/conftest.py).
 
 LEAN_PRELUDE = """
     import json, sys
