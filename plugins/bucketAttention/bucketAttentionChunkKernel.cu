@@ -36,7 +36,6 @@ namespace srd {
 namespace {
 
 using bucket_attention::keyPosition;
-using bucket_attention::wrapIndex;
 
 constexpr int kMaxWarps = 8;    // warps per block (16 query rows each)
 constexpr int kFragRows = 16;   // query rows per warp
@@ -127,7 +126,7 @@ gatherSorted(const T* __restrict__ q, const T* __restrict__ v, const int32_t* __
     const int p = row % g.Lp;
     const int nr = row / g.Lp;  // n * R + round
     const int n = nr / g.R;
-    const int s = wrapIndex(order[static_cast<size_t>(nr) * g.L + (p < g.L ? p : p - g.pad)], g.L);
+    const int s = floorMod(order[static_cast<size_t>(nr) * g.L + (p < g.L ? p : p - g.pad)], g.L);
     const T* qRow = q + (static_cast<size_t>(n) * g.L + s) * g.c;
     const T* vRow = v + (static_cast<size_t>(n) * g.L + s) * g.C;
     float ss = 0.f;  // as the gather variant's keyDenominators: same order, same rounding

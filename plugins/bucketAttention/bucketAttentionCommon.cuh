@@ -1,5 +1,5 @@
 // Index rules and the round weights of BucketAttention (DESIGN.md section 2), shared by the
-// kernel variants. Device code; include from .cu files only.
+// kernel variants (reading `order` as Python's `order % L` is srd::floorMod, srdCommon.h). Device code; include from .cu files only.
 #pragma once
 
 #include <cstddef>
@@ -7,17 +7,12 @@
 
 #include <cuda_runtime_api.h>
 
+#include "../common/srdCommon.h"
+
 namespace srd {
 namespace bucket_attention {
 
 constexpr unsigned kFullMask = 0xffffffffu;
-
-// Python's `i % L` (never negative) for any int32, the reference's reading of `order`:
-// arbitrary index data stays in bounds.
-__device__ __forceinline__ int wrapIndex(int32_t i, int L) {
-    const int r = i % L;
-    return r < 0 ? r + L : r;
-}
 
 // Sorted position (within the round) of key j in [0, 3cs) of `chunk` among nc chunks: own,
 // previous, next chunk (cyclic). For nc = 1 or 2 a chunk appears more than once and counts more

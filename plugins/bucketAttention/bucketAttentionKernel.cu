@@ -19,6 +19,7 @@
 #include <mma.h>
 
 #include "../common/srdConvert.cuh"
+#include "bucketAttentionCommon.cuh"
 
 namespace srd {
 namespace {
@@ -473,23 +474,7 @@ combineRounds(const float* __restrict__ outWs, const float* __restrict__ lseWs,
     if (row >= rows) return;  // whole warps leave; nothing below synchronises the block
     const int n = row / L, l = row - n * L;
     const size_t nBase = static_cast<size_t>(n) * R * L;
-    float mx = -INFINITY;
-    for (int k = lane; k < R; k += 32) {
-        // A valid rank lies in [0, R*L); clamped, any int32 stays inside this sample's rows.
-        const int m = clampIndex(rank[nBase + static_cast<size_t>(k) * L + l], R * L);
-        src[k] = m;
-        w[k] = lseWs[nBase + m];
-        mx = fmaxf(mx, w[k]);
-    }
-    for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, off));
-    float z = 0.f;
-    for (int k = lane; k < R; k += 32) {
-        w[k] = expf(w[k] - mx);
-        z += w[k];
-    }
-    for (int off = 16; off > 0; off >>= 1) z += __shfl_xor_sync(kFull, z, off);
-    for (int k = lane; k < R; k += 32) w[k] /= z;
-    __syncwarp();
+    bucket_attention::roundWeights(rank, lseWs, nBase, l, L, R, w, src);  // rank clamped into [0, R*L)
     for (int col = lane; col < C; col += 32) {
         float acc = 0.f;
         for (int k = 0; k < R; ++k) acc = fmaf(w[k], outWs[(nBase + src[k]) * C + col], acc);
