@@ -170,8 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _say(msg: str) -> None:
+    tqdm.write(f"{PROG}: {msg}", file=sys.stderr)
+
+
 def _error(msg: str) -> None:
-    tqdm.write(f"{PROG}: error: {msg}", file=sys.stderr)
+    _say(f"error: {msg}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -194,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _error(str(e))
             return EXIT_USAGE
         if not plan.jobs:  # --skip-existing and every output exists
-            _summary(plan, [], [], 0.0, False)
+            _summary(plan, [], [], 0.0, False, say=_say)
             return EXIT_OK
         return _run(plan, conn, model, scale, args)
     finally:
@@ -245,8 +249,8 @@ def _run(plan: Plan, conn: Connection, model: str, scale: int, args) -> int:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
     seconds = time.perf_counter() - start
-    _summary(plan, written, failed, seconds, interrupted)
-    print(f"{PROG}: concurrency {args.concurrency}, {args.protocol} {args.url}, model {model}", file=sys.stderr)
+    _summary(plan, written, failed, seconds, interrupted, say=_say)
+    _say(f"concurrency {args.concurrency}, {args.protocol} {args.url}, model {model}")
     if interrupted:
         return EXIT_INTERRUPTED
     if failed:

@@ -488,23 +488,25 @@ class _Progress:
         self.images.close()
 
 
-def _summary(plan: Plan, written: list[Job], failed: list[Job], seconds: float, interrupted: bool) -> None:
+def _summary(plan: Plan, written: list[Job], failed: list[Job], seconds: float, interrupted: bool,
+             say=_say) -> None:
+    """The end-of-run lines (``say`` prints one; runtime.client passes its own)."""
     if plan.single and written and not failed:
-        _say(f"wrote {plan.jobs[0].dst} in {seconds:.1f} s")
+        say(f"wrote {plan.jobs[0].dst} in {seconds:.1f} s")
         return
     rate = f", {len(written) / seconds:.2f} images/s" if written and seconds > 0 else ""
     parts = [f"{len(written)} written", f"{len(plan.skipped)} skipped (exist)", f"{len(failed)} failed"]
     if interrupted:
         parts.append(f"{len(plan.jobs) - len(written) - len(failed)} not done (interrupted)")
-    _say(f"{'interrupted: ' if interrupted else 'done: '}{', '.join(parts)}; {seconds:.1f} s{rate}")
+    say(f"{'interrupted: ' if interrupted else 'done: '}{', '.join(parts)}; {seconds:.1f} s{rate}")
     if failed:
-        _say(f"  failed: {_names(j.src for j in failed)}")
+        say(f"  failed: {_names(j.src for j in failed)}")
     if plan.skipped:
-        _say(f"  skipped, output exists: {_names(j.src for j in plan.skipped)}")
+        say(f"  skipped, output exists: {_names(j.src for j in plan.skipped)}")
     if plan.not_images:
-        _say(f"  not images, ignored: {_names(plan.not_images)}")
+        say(f"  not images, ignored: {_names(plan.not_images)}")
     if plan.subfolders:
-        _say(f"  subfolders not searched (pass --recursive): {_names(plan.subfolders)}")
+        say(f"  subfolders not searched (pass --recursive): {_names(plan.subfolders)}")
 
 
 def _run(plan: Plan, backend, args) -> int:
