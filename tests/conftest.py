@@ -12,6 +12,8 @@ torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SRDEPLOY_SHARED", REPO.parent / "shared"))
 GOLDEN = SHARED / "golden"
+#: the smallest EDSR: the CLI tests need a real network, not a fast one
+TINY_EDSR = dict(n_resblocks=1, n_feats=8, rgb_range=1)
 DATA = SHARED / "data"
 
 
@@ -76,3 +78,14 @@ def _export_cache(tmp_path_factory):
     os.environ["SRDEPLOY_CACHE_DIR"] = str(tmp_path_factory.mktemp("srdeploy-cache"))
     yield
     os.environ.pop("SRDEPLOY_CACHE_DIR", None)
+
+
+@pytest.fixture(scope="session")
+def ckpt(tmp_path_factory) -> Path:
+    """A tiny EDSR x2 checkpoint (seeded) for the command-line tests."""
+    import models
+
+    torch.manual_seed(0)
+    p = tmp_path_factory.mktemp("weights") / "edsr_x2.pt"
+    torch.save(models.build("edsr", 2, **TINY_EDSR).state_dict(), p)
+    return p

@@ -17,15 +17,6 @@ from runtime.backends import TorchBackend
 from runtime.pipeline import upscale
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_EDSR = dict(n_resblocks=1, n_feats=8, rgb_range=1)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    p = tmp_path_factory.mktemp("weights") / "edsr_x2.pt"
-    torch.save(models.build("edsr", 2, **TINY_EDSR).state_dict(), p)
-    return p
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,11 @@ from runtime import infer, memory, tiling
 from runtime.backends import TorchBackend
 from runtime.metrics import psnr_peak1
 from runtime.pipeline import upscale
+from conftest import TINY_EDSR
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "memory.json"
 TINY_CSNLN = dict(n_feats=8, depth=1, rgb_range=1)
-TINY_EDSR = dict(n_resblocks=1, n_feats=8, rgb_range=1)
 
 
 def tiny(name: str, scale: int = 2, dtype=torch.float32, **config):
