@@ -40,7 +40,7 @@ import models
 from benchmarks import common, op_cases
 from benchmarks.near_tie import compare_paths
 from models import ops
-from plugins import loader
+from plugins import kernels as binding
 
 VARIANT_ENV = "SRDEPLOY_BUCKET_ATTENTION"
 SRD_ERR_INVALID_ATTRIBUTE = 3  # what the C ABI answers to an unknown variant name
@@ -117,7 +117,7 @@ def attention_variant(name: str | None):
             os.environ[VARIANT_ENV] = saved
 
 
-def variants_of(kernels: loader.Kernels) -> list[str]:
+def variants_of(kernels: binding.Kernels) -> list[str]:
     """The BucketAttention variants this library offers, asked without a GPU: given an unknown
     $SRDEPLOY_BUCKET_ATTENTION and no workspace, a library that reads the variable refuses the name
     (SRD_ERR_INVALID_ATTRIBUTE) before anything else; one that predates the variants (gather only)
@@ -309,7 +309,7 @@ def _nlsn_x4(size: int, device):
 
 
 def _reference(m, t):
-    with loader.reference_only():
+    with binding.reference_only():
         return m(t)
 
 
@@ -387,7 +387,7 @@ def bench_csnln_x2(rec: Recorder, size: int, dtypes, device) -> None:
     base = f"{tag} fp32 reference"
 
     def reference(t):
-        with loader.reference_only():
+        with binding.reference_only():
             return model(t)
 
     small = x[..., :32, :32]
@@ -504,12 +504,12 @@ def main(argv=None) -> int:
         torch.cuda.init()
         _tf32(False)
         try:
-            kernels = loader.load()
-        except loader.KernelsUnavailable as e:
+            kernels = binding.load()
+        except binding.KernelsUnavailable as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        loader.reset()
-        loader.enable()  # the whole-network groups reach the kernels through torch.ops.srdeploy
+        binding.reset()
+        binding.enable()  # the whole-network groups reach the kernels through torch.ops.srdeploy
         offered = variants_of(kernels)
         variants = [v for v in args.variants or offered if v in offered]
         missing = [v for v in args.variants or [] if v not in offered]

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from benchmarks import common
+from export.ort import custom_ops_available, make_session
 from runtime import ort as rt
 
 BACKENDS = ("torch", "ort-onnx", "ort-plugin")
@@ -113,7 +114,7 @@ def torch_case(model, x: torch.Tensor, device: str):
 
 
 def ort_case(path: Path, x: torch.Tensor, device: str, threads: int, profile: str | None = None):
-    session = rt.make_session(path, device, threads=threads, profile=profile)
+    session = make_session(path, device, threads=threads, profile=profile)
     feed = {session.get_inputs()[0].name: x.numpy()}
     return (lambda: session.run(None, feed)), session
 
@@ -151,7 +152,7 @@ def run(args, work: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                     row = {"model": name, "scale": scale, "size": f"{h}x{w}", "batch": args.batch,
                            "backend": backend, "device": args.device}
                     mode = backend[4:]
-                    if mode == "plugin" and not rt.custom_ops_available():
+                    if mode == "plugin" and not custom_ops_available():
                         row["status"] = "not available (custom ops need onnxruntime-extensions)"
                         rows.append(row)
                         continue

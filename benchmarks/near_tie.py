@@ -8,7 +8,7 @@ re-run forced to the other path's codes, and that forced comparison must meet th
     row = compare_paths(model, run_kernels, model, run_reference, x, floor_db=100, peak=255)
 
 ``run_kernels`` is the path under test, ``run_reference`` the reference; both are callables
-``run(model, x) -> y`` (e.g. one wraps ``plugins.loader.reference_only()``). The two models may differ
+``run(model, x) -> y`` (e.g. one wraps ``plugins.kernels.reference_only()``). The two models may differ
 (an fp16 copy against the fp32 original).
 """
 from __future__ import annotations

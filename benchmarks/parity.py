@@ -31,6 +31,7 @@ from polygraphy.datatype import DataType
 from polygraphy.logger import G_LOGGER
 
 from benchmarks import common
+from export.ort import custom_ops_available, make_session
 from runtime import ort as rt
 
 FLOORS = {"fp32": 100.0, "fp16": 45.0}
@@ -75,7 +76,7 @@ def unavailable(backend: str, meta: dict[str, Any]) -> str | None:
         import onnxruntime
         if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
             return "not available (no onnxruntime CUDA provider: install onnxruntime-gpu)"
-    if backend.startswith("onnxruntime") and meta["ops"] == "plugin" and not rt.custom_ops_available():
+    if backend.startswith("onnxruntime") and meta["ops"] == "plugin" and not custom_ops_available():
         return "not available (custom ops need onnxruntime-extensions)"
     if backend == "tensorrt":
         from runtime import trt as rtrt
@@ -90,7 +91,7 @@ def unavailable(backend: str, meta: dict[str, Any]) -> str | None:
 def make_runner(backend: str, path: Path, meta: dict[str, Any], shape: tuple[int, ...]):
     if backend.startswith("onnxruntime"):
         device = "cuda" if backend.endswith("cuda") else "cpu"
-        return OnnxrtRunner(lambda: rt.make_session(path, device), name=backend)
+        return OnnxrtRunner(lambda: make_session(path, device), name=backend)
     return trt_runner(path, meta, shape)
 
 

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.export import Dim
 
+from models.errors import SrdeployError
 import models
 from models.base import SRModel
 
@@ -53,7 +54,7 @@ FORMAT_VERSION = 1
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
-class ExportError(ValueError):
+class ExportError(SrdeployError, ValueError):
     """An export that cannot be done as asked; the message says why and what to do."""
 
 
@@ -323,7 +324,7 @@ def publish(tmp: str | Path, path: str | Path) -> None:
 
 def _runtime_check(onnx_path: str, model: SRModel, x: torch.Tensor, precision: str, mode: str) -> dict[str, Any]:
     """One onnxruntime run against the PyTorch model (custom-op graphs where the ops are available)."""
-    from runtime import ort as rt
+    from . import ort as rt
     try:
         session = rt.make_session(onnx_path, device="cpu")
     except rt.MissingCustomOpsError as e:

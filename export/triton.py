@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from models.errors import SrdeployError
 import models
 
 PROG = "python -m export.triton"
@@ -40,7 +41,7 @@ DEFAULT_MAX_PIXELS = 2048 * 2048
 MANIFEST = "srdeploy.json"
 
 
-class TritonExportError(ValueError):
+class TritonExportError(SrdeployError, ValueError):
     """A repository cannot be written as asked (reported as one line, exit status 2)."""
 
 

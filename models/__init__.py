@@ -3,43 +3,29 @@
     model = models.build("nlsn", 4)                 # released configuration, random weights
     model = models.build("nlsn", 2, n_resblocks=8)  # official option names
     model = models.load("NLSN_x4.pt")               # architecture and scale read from the file
+
+The names below load on first use, so that ``models.errors`` and ``models.files`` (the base every
+other package builds on) import without loading torch.
 """
 from __future__ import annotations
 
-from typing import Any
-
-from . import ops  # noqa: F401  (registers torch.ops.srdeploy.*)
-from .base import InputSizeError, SRModel
-from .csnln import CSNLN
-from .csnln import DEFAULTS as CSNLN_DEFAULTS
-from .edsr import EDSR
-from .edsr import DEFAULTS as EDSR_DEFAULTS
-from .nlsn import NLSN
-from .nlsn import DEFAULTS as NLSN_DEFAULTS
-
-ARCHITECTURES: dict[str, tuple[type[SRModel], dict[str, Any]]] = {
-    "nlsn": (NLSN, NLSN_DEFAULTS),
-    "csnln": (CSNLN, CSNLN_DEFAULTS),
-    "edsr": (EDSR, EDSR_DEFAULTS),
-}
-SCALES = (2, 3, 4)
-
-
-def build(name: str, scale: int, **cfg: Any) -> SRModel:
-    """A network with the released configuration, overridden by official option names in ``cfg``."""
-    key = name.lower()
-    if key not in ARCHITECTURES:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(ARCHITECTURES)}")
-    if scale not in SCALES:
-        raise ValueError(f"scale {scale} is not supported; choose one of {', '.join(map(str, SCALES))}")
-    cls, defaults = ARCHITECTURES[key]
-    unknown = sorted(set(cfg) - set(defaults))
-    if unknown:
-        raise ValueError(f"{key} has no option {', '.join(unknown)}; its options are {', '.join(defaults)}")
-    model = cls(scale, **{**defaults, **cfg})
-    return model.eval()
-
-
-from .checkpoint import CheckpointError, detect, load  # noqa: E402
+import importlib
 
 __all__ = ["build", "load", "detect", "CheckpointError", "InputSizeError", "SRModel", "ARCHITECTURES", "SCALES"]
+_HOME = {"build": ".architectures", "ARCHITECTURES": ".architectures", "SCALES": ".architectures",
+         "load": ".checkpoint", "detect": ".checkpoint", "CheckpointError": ".checkpoint",
+         "InputSizeError": ".base", "SRModel": ".base"}
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        value = getattr(importlib.import_module(_HOME[name], __name__), name)
+    else:  # a submodule: models.ops, models.nlsn, ...
+        try:
+            value = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value

@@ -6,8 +6,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import SrdeployError
 
-class InputSizeError(ValueError):
+
+class InputSizeError(SrdeployError, ValueError):
     """An input of a size the network cannot take (the runtime pads to ``valid_size`` instead)."""
 
 

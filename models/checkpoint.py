@@ -13,12 +13,14 @@ from typing import Any, Mapping
 
 import torch
 
+from .architectures import build
+from .errors import SrdeployError
 from .common import RGB_MEAN
 
 WRAPPER_KEYS = ("state_dict", "model", "params_ema", "params", "net")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SrdeployError, ValueError):
     """A checkpoint that cannot be loaded; the message says what it is and what was expected."""
 
 
@@ -130,8 +132,6 @@ def load(path: str | Path, model: str | None = None, scale: int | None = None, *
     ``overrides`` set options the file cannot tell (``res_scale``, ``chunk_size``, ``n_hashes``,
     ``lsh_seed``).
     """
-    from . import build  # late: models/__init__ imports this module
-
     sd = read_state_dict(path)
     try:
         name, found_scale, cfg = detect(sd)

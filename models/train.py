@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from models.errors import SrdeployError
 import models
 
 PROG = "python -m models.train"
@@ -45,7 +46,7 @@ SUMMARY = "train.json"
 LOG = "train.log"
 
 
-class TrainError(ValueError):
+class TrainError(SrdeployError, ValueError):
     """A bad training request; reported as one line, exit status 2."""
 
 

@@ -4,7 +4,7 @@
   header + README with the op's inputs, outputs and attributes); ``plugins/include/srdeploy_kernels.h``
   is the C ABI of ``libsrdeploy_kernels.so``; ``plugins/CMakeLists.txt`` builds it.
 - ``python -m plugins.build``: CMake configure + build into ``plugins/build/``.
-- ``plugins.loader.enable()``: torch.ops.srdeploy.* on CUDA tensors use the kernels (loaded with
+- ``plugins.kernels.enable()``: torch.ops.srdeploy.* on CUDA tensors use the kernels (loaded with
   ctypes on the first CUDA call; the PyTorch reference with one warning if the library is missing).
 
 Importing this package imports nothing CUDA-specific.

@@ -5,7 +5,7 @@
     python -m plugins.build --tensorrt-root /opt/tensorrt  # + libsrdeploy_trt_plugins.so (TensorRT plugins)
 
 The build folder (default ``plugins/build/``) is outside git (.gitignore: ``build/``). The
-library is found there by :mod:`plugins.loader`, or wherever ``SRDEPLOY_KERNELS_LIB`` points.
+library is found there by :mod:`plugins.kernels`, or wherever ``SRDEPLOY_KERNELS_LIB`` points.
 """
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from models.errors import SrdeployError
 import models
 
 __all__ = [
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 
-class BackendError(ValueError):
+class BackendError(SrdeployError, ValueError):
     """A backend cannot be set up as asked (device, weights, model/scale mismatch)."""
 
 
@@ -134,7 +135,8 @@ class TorchBackend(Backend):
 
 #: implemented backends by CLI name; "ort" and "trt" are added here when they exist
 def _ort_backend():
-    from .ort import MissingCustomOpsError, OrtBackend  # late: onnx and onnxruntime load only when used
+    from export.ort import MissingCustomOpsError
+    from .ort import OrtBackend  # late: onnx and onnxruntime load only when used
 
     class OrtFromFile(OrtBackend):
         @classmethod

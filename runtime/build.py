@@ -43,6 +43,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from models.errors import UsageError
+
 from . import trt as rtrt
 
 PROG = "python -m runtime.build"
@@ -58,10 +60,6 @@ MEMORY_POOLS = {
     "tacticSharedMem": "TACTIC_SHARED_MEMORY",
 }
 _UNITS = {"B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-
-
-class UsageError(ValueError):
-    """Bad flags or a bad ONNX file: one line on stderr, exit status 2."""
 
 
 class BuildFailed(RuntimeError):

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from models.errors import SrdeployError
 from .imageio import ImageReadError, OutputExistsError, quantize, read_image, write_image
 from .infer import (EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, Job, Plan, UsageError, _check_outputs,
                     _name_outputs, _plan, _summary, add_io_arguments)
@@ -27,7 +28,7 @@ PROG = "python -m runtime.client"
 PROTOCOLS = ("http", "grpc")
 
 
-class RequestError(RuntimeError):
+class RequestError(SrdeployError, RuntimeError):
     """The server answered a request with an error (one image fails; the run goes on)."""
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from models.errors import OutputExistsError, SrdeployError
+
 __all__ = [
     "EXTENSIONS",
     "FORMATS",
@@ -60,12 +62,8 @@ _PNG_COLOR_TYPE = {c: t for t, c in _PNG_CHANNELS.items()}
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
-class ImageReadError(ValueError):
+class ImageReadError(SrdeployError, ValueError):
     """An input that is missing, of an unsupported type, or cannot be decoded."""
-
-
-class OutputExistsError(FileExistsError):
-    """The output file exists and overwriting was not asked for."""
 
 
 @dataclass

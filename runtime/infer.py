@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 import models
+from models.errors import UsageError
 
 from . import memory
 from .backends import BACKENDS, BackendError, open_backend
@@ -41,10 +42,6 @@ EXIT_PARTIAL = 3  # some images written, some failed
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, the shell's convention)
 #: how many file names a summary line lists before "and N more"
 NAMES_SHOWN = 5
-
-
-class UsageError(Exception):
-    """Reported as one line on stderr, exit status 2."""
 
 
 @dataclass
@@ -330,7 +327,7 @@ def _resolve_device(args) -> str:
         device = "cuda" if device == "auto" else device
     elif device == "auto":
         if args.backend == "ort":
-            from .ort import cuda_available
+            from export.ort import cuda_available
             device = "cuda" if cuda_available() else "cpu"
         else:
             device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 import torch
 
+from models.errors import SrdeployError
 from . import tiling
 
 __all__ = [
@@ -67,7 +68,7 @@ REFUSE_OVERHEAD = 64.0
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
-class TilingError(ValueError):
+class TilingError(SrdeployError, ValueError):
     """A tile or budget that cannot work (too small a tile, too small a budget): one line that says
     what to change."""
 

@@ -27,11 +27,13 @@ import urllib.request
 from pathlib import Path
 from typing import Sequence
 
+from models.errors import SrdeployError
+
 PROG = "python -m runtime.serve"
 REPO = Path(__file__).resolve().parents[1]
 
 
-class ServeError(RuntimeError):
+class ServeError(SrdeployError, RuntimeError):
     """The server cannot be started as asked (one line, exit status 2)."""
 
 

@@ -33,6 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from models.errors import SrdeployError
+from plugins.build import TRT_LIB_NAME
+
 __all__ = [
     "PLUGIN_LIB_ENV", "PLUGIN_LIB_NAME", "PLUGIN_NAMESPACE", "PLUGIN_VERSION", "SIDECAR_FORMAT", "TARGETS",
     "TENSORRT_API", "FULL_TENSORRT_ONLY",
@@ -45,7 +48,7 @@ __all__ = [
 #: ONNX domain of the custom nodes = TensorRT plugin namespace; plugin version (DESIGN.md section 3)
 PLUGIN_NAMESPACE = "srdeploy"
 PLUGIN_VERSION = "1"
-PLUGIN_LIB_NAME = "libsrdeploy_trt_plugins.so"
+PLUGIN_LIB_NAME = TRT_LIB_NAME  # defined once, where the library is built
 #: a plugin library to use instead of plugins/build/libsrdeploy_trt_plugins.so
 PLUGIN_LIB_ENV = "SRDEPLOY_TRT_PLUGINS"
 SIDECAR_FORMAT = 1
@@ -101,19 +104,19 @@ FULL_TENSORRT_ONLY: dict[str, str] = {}
 _REPO = Path(__file__).resolve().parents[1]
 
 
-class TensorRTUnavailable(RuntimeError):
+class TensorRTUnavailable(SrdeployError, RuntimeError):
     """The tensorrt Python package (or a CUDA GPU) is missing."""
 
 
-class PluginLibraryNotFound(FileNotFoundError):
+class PluginLibraryNotFound(SrdeployError, FileNotFoundError):
     """No srdeploy TensorRT plugin library where one was looked for."""
 
 
-class SidecarError(ValueError):
+class SidecarError(SrdeployError, ValueError):
     """An engine's sidecar is missing or unreadable."""
 
 
-class EngineMismatch(RuntimeError):
+class EngineMismatch(SrdeployError, RuntimeError):
     """An engine was built for another machine, TensorRT version or plugin library."""
 
 

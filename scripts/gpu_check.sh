@@ -186,7 +186,7 @@ if [ "$DRY" = 1 ]; then
   [ -f "$ENQUEUE_TEST" ] && modules+=("$ENQUEUE_TEST")
   run_step collect_gpu_tests 300 0 "${PYTEST[@]}" -m gpu --collect-only "${modules[@]}"
   run_step bench_imports 120 0 python3 -c \
-    'import benchmarks.kernels, benchmarks.gpu_summary, benchmarks.op_cases, benchmarks.near_tie, plugins.loader'
+    'import benchmarks.kernels, benchmarks.gpu_summary, benchmarks.op_cases, benchmarks.near_tie, plugins.kernels'
   # the benchmark's own logic on CPU (reference and official-style paths at tiny sizes)
   run_step bench_cpu_logic 300 0 python3 -m benchmarks.kernels --device cpu --groups nlsa,fold --sizes 12 \
     --fold-sizes 8 --dtypes fp32 --reps 1 --out "$WORK/bench"

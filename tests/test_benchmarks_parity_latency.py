@@ -4,7 +4,7 @@ import json
 import pytest
 
 from benchmarks import latency, parity
-from runtime.ort import custom_ops_available
+from export.ort import custom_ops_available
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import ctypes
 
 import pytest
 
-from plugins import loader
+from plugins import kernels
 
 VARIANT_ENV = "SRDEPLOY_BUCKET_ATTENTION"
-S = {name: code for code, name in loader.STATUS.items()}
+S = {name: code for code, name in kernels.STATUS.items()}
 F32, F16 = 0, 1
 FAKE = 0x1000  # a non-NULL pointer that validation never dereferences
 
@@ -19,7 +19,7 @@ FAKE = 0x1000  # a non-NULL pointer that validation never dereferences
 @pytest.fixture(scope="module")
 def lib(built_library):
     """The kernels library of the session (the C ABI is the same for every architecture)."""
-    return loader.load(built_library).lib
+    return kernels.load(built_library).lib
 
 
 def up(x):

@@ -13,7 +13,7 @@ import models  # noqa: F401  (registers torch.ops.srdeploy)
 from export import cleanup, ops_onnx, ops_plugin
 from export.onnx import to_onnx
 from models import ops as ref
-from runtime.ort import MissingCustomOpsError, custom_ops_available, make_session
+from export.ort import MissingCustomOpsError, custom_ops_available, make_session
 
 needs_custom_ops = pytest.mark.skipif(not custom_ops_available(), reason="onnxruntime-extensions is not installed")
 

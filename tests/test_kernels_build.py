@@ -13,18 +13,18 @@ import torch
 import models  # noqa: F401  (registers torch.ops.srdeploy)
 from models import ops
 from plugins import build as plugin_build
-from plugins import loader
+from plugins import kernels as binding
 
 NULL = None
 FAKE = 0x1000  # a non-NULL pointer validation never dereferences
 
-S = {name: code for code, name in loader.STATUS.items()}
+S = {name: code for code, name in binding.STATUS.items()}
 F32, F16 = 0, 1
 
 
 @pytest.fixture(scope="session")
 def kernels(built_library):
-    return loader.load(built_library)
+    return binding.load(built_library)
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +55,7 @@ def test_default_architectures_follow_the_nvcc_version(built_library):
 
 def test_library_builds_and_exports_only_the_c_abi(built_library, kernels):
     assert built_library.is_file()
-    assert kernels.lib.srd_abi_version() == loader.ABI_VERSION
+    assert kernels.lib.srd_abi_version() == binding.ABI_VERSION
     assert kernels.lib.srd_status_string(5) == b"SRD_ERR_WORKSPACE_TOO_SMALL"
     assert kernels.lib.srd_status_string(99) == b"SRD_ERR_UNKNOWN"
     with pytest.raises(AttributeError):  # internal launchers stay hidden
@@ -246,31 +246,31 @@ def test_cross_scale_fold_call_validation(lib):
 
 @pytest.fixture
 def fresh_loader(monkeypatch):
-    loader.reset()
-    yield loader
-    loader.reset()
+    binding.reset()
+    yield binding
+    binding.reset()
 
 
 def test_loader_finds_library_from_env(fresh_loader, monkeypatch, built_library):
-    monkeypatch.setenv(loader.LIB_ENV, str(built_library))
-    assert loader.library_path() == built_library
-    kernels = loader.get()
+    monkeypatch.setenv(binding.LIB_ENV, str(built_library))
+    assert binding.library_path() == built_library
+    kernels = binding.get()
     assert kernels is not None and kernels.path == built_library
-    assert loader.status()["library"] == str(built_library)
+    assert binding.status()["library"] == str(built_library)
 
 
 def test_loader_rejects_a_foreign_library(fresh_loader, tmp_path):
-    with pytest.raises(loader.KernelsUnavailable, match="not found"):
-        loader.load(tmp_path / "missing.so")
+    with pytest.raises(binding.KernelsUnavailable, match="not found"):
+        binding.load(tmp_path / "missing.so")
     bogus = tmp_path / "libbogus.so"
     bogus.write_bytes(b"not an ELF file")
-    with pytest.raises(loader.KernelsUnavailable, match="cannot load"):
-        loader.load(bogus)
+    with pytest.raises(binding.KernelsUnavailable, match="cannot load"):
+        binding.load(bogus)
 
 
 def test_missing_library_falls_back_to_reference_with_one_warning(fresh_loader, monkeypatch, tmp_path, caplog):
-    monkeypatch.setenv(loader.LIB_ENV, str(tmp_path / "nowhere" / "libsrdeploy_kernels.so"))
-    loader.enable()
+    monkeypatch.setenv(binding.LIB_ENV, str(tmp_path / "nowhere" / "libsrdeploy_kernels.so"))
+    binding.enable()
     g = torch.Generator().manual_seed(0)
     codes = torch.randint(0, 8, (2, 300), dtype=torch.int32, generator=g)
     q, v = torch.randn(1, 40, 4, generator=g), torch.randn(1, 40, 6, generator=g)
@@ -279,22 +279,22 @@ def test_missing_library_falls_back_to_reference_with_one_warning(fresh_loader, 
     with caplog.at_level(logging.WARNING, logger="srdeploy.plugins"):
         # The registered CUDA implementations, called directly (no GPU here).
         for _ in range(2):
-            got = loader._cuda_bucket_sort(codes, 8)
+            got = binding._cuda_bucket_sort(codes, 8)
             want = ops.bucket_sort_reference(codes, 8)
             assert all(torch.equal(a, b) for a, b in zip(got, want))
-            torch.testing.assert_close(loader._cuda_bucket_attention(q, v, order, rank, 16, 2, 5e-5),
+            torch.testing.assert_close(binding._cuda_bucket_attention(q, v, order, rank, 16, 2, 5e-5),
                                        ops.bucket_attention_reference(q, v, order, rank, 16, 2, 5e-5), rtol=0, atol=0)
-            torch.testing.assert_close(loader._cuda_cross_scale_fold(scores, patches, 2, 2),
+            torch.testing.assert_close(binding._cuda_cross_scale_fold(scores, patches, 2, 2),
                                        ops.cross_scale_fold_reference(scores, patches, 2, 2), rtol=0, atol=0)
     warnings = [r for r in caplog.records if r.name == "srdeploy.plugins"]
     assert len(warnings) == 1
-    assert "python -m plugins.build" in warnings[0].getMessage() and loader.LIB_ENV in warnings[0].getMessage()
-    assert loader.status()["library"] is None
+    assert "python -m plugins.build" in warnings[0].getMessage() and binding.LIB_ENV in warnings[0].getMessage()
+    assert binding.status()["library"] is None
 
 
 def test_enable_registers_cuda_and_keeps_cpu_on_the_reference(fresh_loader):
-    loader.enable()
-    loader.enable()  # idempotent
+    binding.enable()
+    binding.enable()  # idempotent
     for name in ("bucket_sort", "bucket_attention", "cross_scale_fold"):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"srdeploy::{name}", "CUDA")
     codes = torch.tensor([[3, 1, 3, 1, 0, 3]], dtype=torch.int32)
@@ -305,11 +305,11 @@ def test_kernels_refuse_cpu_tensors_and_other_dtypes(kernels):
     with pytest.raises(ValueError, match="CUDA"):
         kernels.bucket_sort(torch.zeros(1, 8, dtype=torch.int32), 4)
     x = torch.zeros(1, 8, 4, dtype=torch.float64)
-    with pytest.raises((ValueError, loader.KernelError)):
+    with pytest.raises((ValueError, binding.KernelError)):
         kernels.bucket_attention(x, x, torch.zeros(1, 16, dtype=torch.int32), torch.zeros(1, 16, dtype=torch.int32),
                                  4, 2, 5e-5)
     # A dtype without a kernel is "no variant fits" (the reference takes over); mixed dtypes are a caller's bug.
-    with pytest.raises(loader.KernelError) as e:
+    with pytest.raises(binding.KernelError) as e:
         kernels._dtype("bucket_attention", x.bfloat16(), x.bfloat16())
     assert e.value.status == S["SRD_ERR_UNSUPPORTED"]
     with pytest.raises(ValueError, match="one dtype"):
@@ -317,13 +317,13 @@ def test_kernels_refuse_cpu_tensors_and_other_dtypes(kernels):
 
 
 def loader_run(call, fallback_calls: list):
-    """loader._run (the decision the registered CUDA implementations make) with a real library call."""
-    return loader._run("bucket_attention", call, lambda: fallback_calls.append(1) or "reference")
+    """binding._run (the decision the registered CUDA implementations make) with a real library call."""
+    return binding._run("bucket_attention", call, lambda: fallback_calls.append(1) or "reference")
 
 
 def test_loader_falls_back_only_when_no_variant_fits_once_per_reason(fresh_loader, monkeypatch, built_library,
                                                                       caplog):
-    monkeypatch.setenv(loader.LIB_ENV, str(built_library))
+    monkeypatch.setenv(binding.LIB_ENV, str(built_library))
     fallbacks = []
 
     def too_wide(k):  # c = 257: the library's capability check answers SRD_ERR_UNSUPPORTED
@@ -346,26 +346,26 @@ def test_loader_falls_back_only_when_no_variant_fits_once_per_reason(fresh_loade
 @pytest.mark.parametrize("status", ["SRD_ERR_CUDA", "SRD_ERR_INVALID_ATTRIBUTE", "SRD_ERR_UNSUPPORTED_DTYPE",
                                     "SRD_ERR_WORKSPACE_TOO_SMALL"])
 def test_loader_raises_every_other_failure(fresh_loader, monkeypatch, built_library, caplog, status):
-    monkeypatch.setenv(loader.LIB_ENV, str(built_library))
+    monkeypatch.setenv(binding.LIB_ENV, str(built_library))
     real_calls = {  # each produces `status` from the real library on this machine
         "SRD_ERR_INVALID_ATTRIBUTE": lambda lib: call_attention(lib, eps=-1.0),
         "SRD_ERR_UNSUPPORTED_DTYPE": lambda lib: call_attention(lib, dtype=7, ws_bytes=1 << 20),
         "SRD_ERR_WORKSPACE_TOO_SMALL": lambda lib: call_attention(lib, ws_bytes=1),
         "SRD_ERR_CUDA": lambda lib: call_attention(lib),  # valid arguments, no usable device
     }
-    if status == "SRD_ERR_CUDA" and cuda_runtime_usable(loader.get().lib):
+    if status == "SRD_ERR_CUDA" and cuda_runtime_usable(binding.get().lib):
         pytest.skip("a CUDA device is usable here: a valid call would run on fake pointers")
     fallbacks = []
     with caplog.at_level(logging.WARNING, logger="srdeploy.plugins"):
-        with pytest.raises(loader.KernelError) as e:
+        with pytest.raises(binding.KernelError) as e:
             loader_run(lambda k: k.check("bucket_attention", real_calls[status](k.lib)), fallbacks)
     assert e.value.status == S[status] and status in str(e.value)
     assert not fallbacks and not [r for r in caplog.records if r.name == "srdeploy.plugins"]
 
 
 def test_reference_only_context(fresh_loader, monkeypatch, tmp_path):
-    monkeypatch.setenv(loader.LIB_ENV, str(tmp_path / "none.so"))
-    with loader.reference_only():
-        assert loader._active() is None
-        assert not loader._state["tried"]  # the library is not even looked for
-    assert loader._active() is None and loader._state["tried"]
+    monkeypatch.setenv(binding.LIB_ENV, str(tmp_path / "none.so"))
+    with binding.reference_only():
+        assert binding._active() is None
+        assert not binding._state["tried"]  # the library is not even looked for
+    assert binding._active() is None and binding._state["tried"]

@@ -21,7 +21,7 @@ from benchmarks import kernels as bench_kernels
 from benchmarks.gpu_summary import record_parity
 from benchmarks.near_tie import compare_paths
 from models import ops
-from plugins import loader
+from plugins import kernels
 
 REASON = "needs a CUDA GPU and the built kernels library (python -m plugins.build, or $SRDEPLOY_KERNELS_LIB)"
 VARIANT_ENV, VARIANTS = bench_kernels.VARIANT_ENV, bench_kernels.VARIANTS
@@ -33,8 +33,8 @@ def _kernels():
     if not torch.cuda.is_available():
         return None, "torch sees no CUDA device"
     try:
-        return loader.load(), ""
-    except loader.KernelsUnavailable as e:
+        return kernels.load(), ""
+    except kernels.KernelsUnavailable as e:
         return None, str(e)
 
 
@@ -130,7 +130,7 @@ def _attention_check(case, variant, peaky, dtype):
                                                          dtype=dtype, peaky=peaky)
     want = ops.bucket_attention_reference(q.float(), v.float(), order, rank, case.cs, case.R, op_cases.KEY_EPS)
     nbytes = KERNELS.workspace_size("srd_bucket_attention_workspace_size", case.N, case.H * case.W, case.c, case.C,
-                                    case.cs, case.R, loader.DTYPES[dtype])
+                                    case.cs, case.R, kernels.DTYPES[dtype])
     for _ in range(2):  # outputs and workspace poisoned before each run; the second sees what the first left
         got = KERNELS.bucket_attention(q, v, order, rank, case.cs, case.R, op_cases.KEY_EPS, out=poisoned_like(v),
                                        workspace=poisoned_workspace(nbytes))
@@ -183,7 +183,7 @@ def test_cross_scale_fold(N, H, W, C, u, dtype):
     scores, patches = op_cases.fold_inputs(N, H, W, C, u, seed=H * W + C, dtype=dtype)
     want = ops.cross_scale_fold_reference(scores.float(), patches.float(), u, u)
     nbytes = KERNELS.workspace_size("srd_cross_scale_fold_workspace_size", N, scores.shape[1], H, W, C,
-                                    3 * u, 3 * u, u, u, loader.DTYPES[dtype])
+                                    3 * u, 3 * u, u, u, kernels.DTYPES[dtype])
     for _ in range(2):
         got = KERNELS.cross_scale_fold(scores, patches, u, u, out=poisoned_like(want.to(dtype)),
                                        workspace=poisoned_workspace(nbytes))
@@ -198,33 +198,33 @@ def test_cross_scale_fold(N, H, W, C, u, dtype):
 @pytest.fixture
 def kernels_enabled(monkeypatch):
     """torch.ops.srdeploy.* on CUDA tensors use this session's library."""
-    loader.reset()
-    monkeypatch.setenv(loader.LIB_ENV, str(KERNELS.path))
-    loader.enable()
+    kernels.reset()
+    monkeypatch.setenv(kernels.LIB_ENV, str(KERNELS.path))
+    kernels.enable()
     yield
-    loader.reset()
+    kernels.reset()
 
 
 def test_torch_ops_dispatch_to_kernels_on_cuda(kernels_enabled, monkeypatch):
     calls = []
-    original = loader.Kernels.bucket_attention
-    monkeypatch.setattr(loader.Kernels, "bucket_attention",
+    original = kernels.Kernels.bucket_attention
+    monkeypatch.setattr(kernels.Kernels, "bucket_attention",
                         lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
     q, v, order, rank = op_cases.sorted_attention_inputs(1, 24, 24, 64, 256, 144, 4, seed=1)
     got = torch.ops.srdeploy.bucket_attention(q, v, order, rank, 144, 4, op_cases.KEY_EPS)
     assert calls and psnr(got, ops.bucket_attention_reference(q, v, order, rank, 144, 4, op_cases.KEY_EPS)) >= 100
-    with loader.reference_only():
+    with kernels.reference_only():
         torch.ops.srdeploy.bucket_attention(q, v, order, rank, 144, 4, op_cases.KEY_EPS)
     assert len(calls) == 1
 
 
 def run_kernels(model, x):
-    assert loader.get() is not None, "the kernels library did not load"
+    assert kernels.get() is not None, "the kernels library did not load"
     return model(x)
 
 
 def run_reference(model, x):
-    with loader.reference_only():
+    with kernels.reference_only():
         return model(x)
 
 

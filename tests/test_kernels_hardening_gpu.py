@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from models import ops
-from plugins import loader
+from plugins import kernels
 from runtime.metrics import psnr_peak1
 
 INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
 
 
-KERNELS = loader.get() if torch.cuda.is_available() else None  # None (and one warning) when not built
+KERNELS = kernels.get() if torch.cuda.is_available() else None  # None (and one warning) when not built
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(KERNELS is None, reason="needs a CUDA GPU and the built kernels library")]
 
 

@@ -8,7 +8,8 @@ import torch
 import models
 from export.onnx import export_model
 from models.base import InputSizeError
-from runtime.ort import MissingCustomOpsError, OrtBackend, custom_ops_available
+from export.ort import MissingCustomOpsError, custom_ops_available
+from runtime.ort import OrtBackend
 
 needs_custom_ops = pytest.mark.skipif(not custom_ops_available(), reason="onnxruntime-extensions is not installed")
 NLSN_255 = dict(n_resblocks=1, n_feats=16, chunk_size=16, n_hashes=2, rgb_range=255)

@@ -1,8 +1,8 @@
 """Load libsrdeploy_kernels.so with ctypes and make it the CUDA implementation of the ops.
 
-    from plugins import loader
-    loader.enable()            # torch.ops.srdeploy.* on CUDA tensors now use the kernels
-    with loader.reference_only():
+    from plugins import kernels
+    kernels.enable()            # torch.ops.srdeploy.* on CUDA tensors now use the kernels
+    with kernels.reference_only():
         ...                    # CUDA tensors use the PyTorch reference again (benchmarks, tests)
 
 ``enable()`` only registers CUDA implementations with ``torch.library`` (``register_kernel("cuda")``);
@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from models.errors import SrdeployError
 from .build import DEFAULT_BUILD_DIR, LIB_NAME
 
 __all__ = ["ABI_VERSION", "LIB_ENV", "Kernels", "KernelError", "KernelsUnavailable", "enable", "get",
@@ -56,11 +57,11 @@ _SIGNATURES = {
 }
 
 
-class KernelsUnavailable(RuntimeError):
+class KernelsUnavailable(SrdeployError, RuntimeError):
     """The library cannot be loaded (missing, wrong ABI version, unloadable)."""
 
 
-class KernelError(RuntimeError):
+class KernelError(SrdeployError, RuntimeError):
     """A kernel call returned a status other than SRD_SUCCESS."""
 
     def __init__(self, op: str, status: int, message: str):

@@ -148,9 +148,3 @@ _ba_backward, _ba_setup = _recompute_backward(bucket_attention_reference, 4, (0,
 bucket_attention.register_autograd(_ba_backward, setup_context=_ba_setup)
 _csf_backward, _csf_setup = _recompute_backward(cross_scale_fold_reference, 2, (0, 1))
 cross_scale_fold.register_autograd(_csf_backward, setup_context=_csf_setup)
-
-# CUDA tensors run the kernels of plugins/ once their library is built (python -m plugins.build);
-# without it they use the references above, and one logged warning says how to build it.
-from plugins import loader as _kernels  # noqa: E402
-
-_kernels.enable()
