@@ -120,7 +120,7 @@ def build_model(name: str, scale: int, config: str, options: Sequence[tuple[str,
                 weights: str | None = None) -> SRModel:
     """The network to measure: ``weights`` (a path or a {model}/{scale} pattern; bundled weights get
     the options their manifest lists), else random weights (seed 0) of ``config``."""
-    defaults = models.ARCHITECTURES[name][1]
+    defaults = models.ARCHITECTURES[name].defaults
     opts = {k: v for k, v in options if k in defaults}
     if weights:
         from models import weights as bundled

@@ -3,6 +3,7 @@
     model = models.build("nlsn", 4)                 # released configuration, random weights
     model = models.build("nlsn", 2, n_resblocks=8)  # official option names
     model = models.load("NLSN_x4.pt")               # architecture and scale read from the file
+    models.architecture("csnln").hints              # what a network's description tells (models.base)
 
 The names below load on first use, so that ``models.errors`` and ``models.files`` (the base every
 other package builds on) import without loading torch.
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["build", "load", "detect", "CheckpointError", "InputSizeError", "SRModel", "ARCHITECTURES", "SCALES"]
-_HOME = {"build": ".architectures", "ARCHITECTURES": ".architectures", "SCALES": ".architectures",
-         "load": ".checkpoint", "detect": ".checkpoint", "CheckpointError": ".checkpoint",
-         "InputSizeError": ".base", "SRModel": ".base"}
+__all__ = ["build", "load", "detect", "architecture", "CheckpointError", "InputSizeError", "SRModel", "Architecture",
+           "ARCHITECTURES", "SCALES"]
+_HOME = {"build": ".architectures", "architecture": ".architectures", "ARCHITECTURES": ".architectures",
+         "SCALES": ".architectures", "load": ".checkpoint", "detect": ".checkpoint", "CheckpointError": ".checkpoint",
+         "InputSizeError": ".base", "SRModel": ".base", "Architecture": ".base"}
 
 
 def __getattr__(name: str):

@@ -1,7 +1,8 @@
 """Checkpoint loading: read a state dict safely, tell which network it is, build and fill it.
 
 Everything the file says (architecture, scale, width, depth, rgb_range) is read back from its
-keys and tensor shapes, so the user never has to repeat it. What the file cannot say
+keys and tensor shapes by the architectures' own descriptions (``Architecture.detect``/``read``),
+so the user never has to repeat it. What the file cannot say
 (res_scale, chunk_size, n_hashes) takes the released values unless overridden.
 """
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import Any, Mapping
 
 import torch
 
-from .architectures import build
+from .architectures import ARCHITECTURES, build
+from .base import StateDict
 from .errors import SrdeployError
-from .common import RGB_MEAN
 
 WRAPPER_KEYS = ("state_dict", "model", "params_ema", "params", "net")
 
@@ -88,41 +89,22 @@ def _few(names, n: int = 4) -> str:
     return ", ".join(map(str, names[:n])) + (f", … ({len(names)} in all)" if len(names) > n else "")
 
 
-def _rgb_range(sd: Mapping[str, torch.Tensor]) -> float:
-    """The official MeanShift bias is -rgb_range · mean: read rgb_range back (1 or 255 in practice)."""
-    bias = sd.get("sub_mean.bias")
-    if bias is None or bias.numel() != 3:
-        return 255.0
-    value = float(-bias[0]) / RGB_MEAN[0]
-    return float(round(value)) if abs(value - round(value)) < 1e-3 else value
-
-
-def detect(sd: Mapping[str, torch.Tensor]) -> tuple[str, int, dict[str, Any]]:
-    """(architecture, scale, config) of a state dict, from its keys and shapes alone."""
-    keys = set(sd)
+def detect(sd: StateDict) -> tuple[str, int, dict[str, Any]]:
+    """(architecture, scale, config) of a state dict, from its keys and shapes alone: the first
+    registered architecture whose ``detect`` claims the keys reads them (the claims do not overlap)."""
+    arch = next((a for a in ARCHITECTURES.values() if a.detect(sd)), None)
+    if arch is None:
+        raise CheckpointError(f"keys match none of {', '.join(ARCHITECTURES)} (first keys: {_few(sorted(sd))}); "
+                              f"expected a state dict of one of them in the official key layout")
     try:
-        if any(k.startswith("SEM.") for k in keys):
-            n_feats = sd["head.0.0.weight"].shape[0]
-            if "SEM.multi_source_projection_2.up_attention.conv_assembly.0.weight" in keys:
-                scale = 4
-            else:
-                scale = 3 if sd["SEM.down_sample_1.0.weight"].shape[-1] == 9 else 2
-            cfg = dict(n_feats=n_feats, depth=sd["tail.0.weight"].shape[1] // n_feats,
-                       n_colors=sd["head.0.0.weight"].shape[1], rgb_range=_rgb_range(sd))
-            return "csnln", scale, cfg
-        if "head.0.weight" in keys and "tail.0.0.weight" in keys:
-            name = "nlsn" if any(k.endswith("conv_match.0.weight") for k in keys) else "edsr"
-            n_feats = sd["head.0.weight"].shape[0]
-            blocks = {int(m.group(1)) for k in keys if (m := re.match(r"body\.(\d+)\.body\.0\.weight$", k))}
-            first_up = sd["tail.0.0.weight"].shape[0]
-            scale = 3 if first_up == 9 * n_feats else (4 if "tail.0.2.weight" in keys else 2)
-            # res_scale is not in the file: released wide models (256 features) use 0.1, baselines 1.
-            cfg = dict(n_resblocks=len(blocks), n_feats=n_feats, n_colors=sd["head.0.weight"].shape[1],
-                       rgb_range=_rgb_range(sd), res_scale=0.1 if n_feats >= 256 else 1.0)
-            return name, scale, cfg
-    except (KeyError, IndexError) as e:
-        raise CheckpointError(f"state dict looks like an SR network but lacks {e}") from None
-    raise CheckpointError(f"keys match none of nlsn, csnln, edsr (first keys: {_few(sorted(keys))})")
+        scale, cfg = arch.read(sd)
+    except KeyError as e:
+        raise CheckpointError(f"state dict looks like {arch.name.upper()} but lacks {e}; pass a complete "
+                              f"checkpoint in the official {arch.name.upper()} layout") from None
+    except IndexError:
+        raise CheckpointError(f"state dict looks like {arch.name.upper()} but a tensor has an unexpected shape; "
+                              f"pass a checkpoint in the official {arch.name.upper()} layout") from None
+    return arch.name, scale, cfg
 
 
 def load(path: str | Path, model: str | None = None, scale: int | None = None, **overrides: Any):

@@ -1,4 +1,4 @@
-"""Building blocks shared by the three networks.
+"""Building blocks shared by the three networks, and reading their layout back from a state dict.
 
 Module and parameter names follow the official checkpoint layout (EDSR-PyTorch lineage), so
 official state dicts load with ``strict=True``: ``Sequential`` indices are part of the keys.
@@ -6,9 +6,13 @@ official state dicts load with ``strict=True``: ``Sequential`` indices are part 
 from __future__ import annotations
 
 import math
+import re
+from typing import Any
 
 import torch
 from torch import nn
+
+from .base import StateDict
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K mean used by every official model
 
@@ -67,3 +71,30 @@ class Upsampler(nn.Sequential):
         else:
             raise ValueError(f"scale {scale} is not supported (use 2, 3 or 4)")
         super().__init__(*layers)
+
+
+# ----------------------------------------------------------------------------- reading a layout back
+
+def mean_shift_range(sd: StateDict) -> float:
+    """rgb_range read back from the official MeanShift bias, -rgb_range · mean (1 or 255 in practice)."""
+    bias = sd.get("sub_mean.bias")
+    if bias is None or bias.numel() != 3:
+        return 255.0
+    value = float(-bias[0]) / RGB_MEAN[0]
+    return float(round(value)) if abs(value - round(value)) < 1e-3 else value
+
+
+def is_residual_backbone(sd: StateDict) -> bool:
+    """The EDSR layout (NLSN's too): one head conv ``head.0`` and a sub-pixel upsampler ``tail.0``."""
+    return "head.0.weight" in sd and "tail.0.0.weight" in sd
+
+
+def read_residual_backbone(sd: StateDict) -> tuple[int, dict[str, Any]]:
+    """(scale, options) of an EDSR-layout state dict: width, res-block count, colours, rgb_range."""
+    n_feats = sd["head.0.weight"].shape[0]
+    blocks = {int(m.group(1)) for k in sd if (m := re.match(r"body\.(\d+)\.body\.0\.weight$", k))}
+    first_up = sd["tail.0.0.weight"].shape[0]  # 9C: one x3 shuffle; 4C: x2, repeated (tail.0.2) for x4
+    scale = 3 if first_up == 9 * n_feats else (4 if "tail.0.2.weight" in sd else 2)
+    # res_scale is not in the file: released wide models (256 features) use 0.1, baselines 1.
+    return scale, dict(n_resblocks=len(blocks), n_feats=n_feats, n_colors=sd["head.0.weight"].shape[1],
+                       rgb_range=mean_shift_range(sd), res_scale=0.1 if n_feats >= 256 else 1.0)

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ops  # noqa: F401  (registers torch.ops.srdeploy)
-from .base import InputSizeError, SRModel
-from .common import MeanShift, ResBlock, conv3, conv_act
+from .base import Architecture, ChopRule, Hints, InputSizeError, SizeRule, SRModel, StateDict
+from .common import MeanShift, ResBlock, conv3, conv_act, mean_shift_range
 
 DEFAULTS = dict(n_feats=128, depth=12, rgb_range=255, n_colors=3)
 
@@ -204,7 +204,6 @@ class CSNLN(SRModel):
 
     def __init__(self, scale: int, n_feats: int, depth: int, rgb_range: float, n_colors: int):
         super().__init__(scale, dict(n_feats=n_feats, depth=depth, rgb_range=rgb_range, n_colors=n_colors))
-        self.size_multiple = up_factor(scale)
         self.depth = depth
         # Registration order = official state_dict order.
         self.sub_mean = MeanShift(rgb_range, sign=-1)
@@ -221,3 +220,33 @@ class CSNLN(SRModel):
             x, h = self.SEM(x)
             estimates.append(h)
         return self.add_mean(self.tail(torch.cat(estimates, dim=1)))
+
+
+def _is_csnln(sd: StateDict) -> bool:
+    return any(k.startswith("SEM.") for k in sd)
+
+
+def _read(sd: StateDict) -> tuple[int, dict]:
+    """Scale from the projections (x4 has a second one; x3 down-samples with 9×9 kernels), width
+    from the head, depth from the tail, which concatenates ``depth`` estimates."""
+    n_feats = sd["head.0.0.weight"].shape[0]
+    if "SEM.multi_source_projection_2.up_attention.conv_assembly.0.weight" in sd:
+        scale = 4
+    else:
+        scale = 3 if sd["SEM.down_sample_1.0.weight"].shape[-1] == 9 else 2
+    return scale, dict(n_feats=n_feats, depth=sd["tail.0.weight"].shape[1] // n_feats,
+                       n_colors=sd["head.0.0.weight"].shape[1], rgb_range=mean_shift_range(sd))
+
+
+def _size_rule(scale: int, config) -> SizeRule:
+    return SizeRule(multiple=up_factor(scale))  # the cross-scale attention downscales by u
+
+
+#: SHI-Labs/Cross-Scale-Non-Local-Attention src/model/__init__.py (min_size 3600 at every scale)
+CSNLN_CHOP = ChopRule(shave=10, min_size=3600)
+
+ARCHITECTURE = Architecture(
+    CSNLN, DEFAULTS, detect=_is_csnln, read=_read, size_rule=_size_rule, chop=CSNLN_CHOP,
+    hints=Hints(tiling_advised=True, dense_attention=True, feature_maps=6.0,
+                note="attention over all pairs of positions (11 GB of scores for 192×192 in an exported "
+                     "graph); the tail concatenates the HR estimates of all depth iterations"))

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import SRModel
-from .common import MeanShift, ResBlock, Upsampler, conv3
+from .base import Architecture, Hints, SRModel, StateDict, any_size
+from .common import MeanShift, ResBlock, Upsampler, conv3, is_residual_backbone, read_residual_backbone
+from .nlsn import NLSN_CHOP, has_sparse_attention
 
 DEFAULTS = dict(n_resblocks=32, n_feats=256, res_scale=0.1, rgb_range=255, n_colors=3)
 
@@ -27,3 +28,14 @@ class EDSR(SRModel):
         x = self.head(self.sub_mean(x))
         x = self.body(x) + x
         return self.add_mean(self.tail(x))
+
+
+def _is_edsr(sd: StateDict) -> bool:
+    return is_residual_backbone(sd) and not has_sparse_attention(sd)  # NLSN = EDSR + attention blocks
+
+
+ARCHITECTURE = Architecture(
+    EDSR, DEFAULTS, detect=_is_edsr, read=read_residual_backbone, size_rule=any_size,
+    chop=NLSN_CHOP,  # srdeploy's EDSR is the NLSN repository's baseline, chopped by that repository's code
+    hints=Hints(note="local receptive field: blended tiles with enough context (tile_pad) equal the whole "
+                     "image; not calibrated for memory (NLSN's count, on the safe side)"))

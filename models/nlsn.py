@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from . import ops  # noqa: F401  (registers torch.ops.srdeploy)
-from .base import InputSizeError, SRModel
-from .common import MeanShift, ResBlock, Upsampler, conv3, conv_act
+from .base import Architecture, ChopRule, Hints, InputSizeError, SizeRule, SRModel, StateDict
+from .common import MeanShift, ResBlock, Upsampler, conv3, conv_act, is_residual_backbone, read_residual_backbone
 
 DEFAULTS = dict(n_resblocks=32, n_feats=256, res_scale=0.1, chunk_size=144, n_hashes=4,
                 rgb_range=255, n_colors=3, lsh_seed=0)
@@ -99,10 +99,29 @@ class NLSN(SRModel):
     def attention_blocks(self) -> list[NonLocalSparseAttention]:
         return [m for m in self.body if isinstance(m, NonLocalSparseAttention)]
 
-    def min_pixels(self) -> int:
-        return self.config["chunk_size"]
-
     def _forward(self, x):
         x = self.head(self.sub_mean(x))
         x = self.body(x) + x
         return self.add_mean(self.tail(x))
+
+
+def has_sparse_attention(sd: StateDict) -> bool:
+    """Whether a state dict holds attention blocks (their ``conv_match``): NLSN's, not EDSR's."""
+    return any(k.endswith("conv_match.0.weight") for k in sd)
+
+
+def _is_nlsn(sd: StateDict) -> bool:
+    return is_residual_backbone(sd) and has_sparse_attention(sd)
+
+
+def _size_rule(scale: int, config) -> SizeRule:
+    return SizeRule(min_pixels=config["chunk_size"])  # one attention chunk at least
+
+
+#: HarukiYqM/Non-Local-Sparse-Attention src/model/__init__.py (its EDSR baseline uses it too)
+NLSN_CHOP = ChopRule(shave=10, min_size=120000, round_to=(4, 8))
+
+ARCHITECTURE = Architecture(
+    NLSN, DEFAULTS, detect=_is_nlsn, read=read_residual_backbone, size_rule=_size_rule, chop=NLSN_CHOP,
+    hints=Hints(note="sparse attention within hash buckets: memory grows linearly with H·W; tiles see "
+                     "less of the image than the whole and approximate its output"))

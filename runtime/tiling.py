@@ -15,19 +15,26 @@ whole image and can only be approximated; more context (``tile_pad``) is closer.
 
 ``official_chop``: the official NLSN / CSNLN test-time ``forward_chop``, reproduced
 exactly (recursive four-quadrant split with ``shave`` pixels of overlap, quadrant sizes
-rounded up by each repository's own rule, results pasted without blending).
+rounded up by each repository's own rule, results pasted without blending). The rule of
+each network is part of its description (``models.architecture(name).chop``).
 
 The image itself stays where it is (the CPU); only tiles are passed to ``forward``, which
 moves them to the device.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+# Each network's description carries its chop rule (models.base.Architecture.chop); the rule
+# type and the two official rules are re-exported here.
+from models.architectures import architecture
+from models.base import ChopRule
+from models.csnln import CSNLN_CHOP
+from models.nlsn import NLSN_CHOP
 
 __all__ = [
     "pad_to",
@@ -186,30 +193,9 @@ def _nonzero_range(v: torch.Tensor) -> tuple[int, int]:
 
 # ----------------------------------------------------------------------------- official chop
 
-@dataclass(frozen=True)
-class ChopRule:
-    """One repository's ``forward_chop`` constants and its quadrant-size rounding."""
-
-    name: str
-    shave: int
-    min_size: int
-
-    def quadrant(self, h: int, w: int, scale: int) -> tuple[int, int]:
-        hs, ws = h // 2 + self.shave, w // 2 + self.shave
-        # Both repositories add a full step even when the size is already a multiple.
-        if self.name == "csnln":
-            return hs + scale - hs % scale, ws + scale - ws % scale
-        return hs + 4 - hs % 4, ws + 8 - ws % 8
-
-
-#: HarukiYqM/Non-Local-Sparse-Attention src/model/__init__.py (also used for EDSR)
-NLSN_CHOP = ChopRule("nlsn", shave=10, min_size=120000)
-#: SHI-Labs/Cross-Scale-Non-Local-Attention src/model/__init__.py (min_size 3600 at every scale)
-CSNLN_CHOP = ChopRule("csnln", shave=10, min_size=3600)
-
-
 def chop_rule(arch: str) -> ChopRule:
-    return CSNLN_CHOP if arch.lower() == "csnln" else NLSN_CHOP
+    """The official ``forward_chop`` rule of the architecture called ``arch``."""
+    return architecture(arch).chop
 
 
 def official_chop(x: torch.Tensor, forward: Forward, scale: int, rule: ChopRule,

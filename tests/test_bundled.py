@@ -141,3 +141,34 @@ def test_quality_cli_uses_bundled_weights(shared_dir, tmp_path, capsys):
 
     row = json.loads(out.read_text())["results"][0]
     assert row["weights"].endswith("nlsn_x4.pt")
+
+
+def test_bundle_writes_weights_and_manifest_atomically(tmp_path, monkeypatch):
+    """``python -m models.weights.bundle`` into a scratch folder: the shipped files appear whole,
+    with a plain file's permissions, and no temporary file is left behind."""
+    import json
+    import os
+
+    import torch
+
+    from models.weights import bundle
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    monkeypatch.setattr(bundle, "FOLDER", folder)
+    monkeypatch.setattr(bundle, "MANIFEST", folder / "manifest.json")
+    net = models.build("edsr", 2, n_resblocks=1, n_feats=8, res_scale=1.0)
+    run = tmp_path / "runs" / "edsr_x2"
+    run.mkdir(parents=True)
+    torch.save(net.state_dict(), run / "weights.pt")
+    stage = dict(data="T91", steps=5, seconds=1.5, seed=0, hardware="test", device="cpu", threads=1, torch="x")
+    (run / "train.json").write_text(json.dumps(dict(model="edsr", scale=2, config=net.config, training=stage)))
+    assert bundle.main(["--entry", f"edsr_x2={run}", "--default", "edsr_x2"]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["edsr_x2.pt", "manifest.json"]
+    entry = json.loads((folder / "manifest.json").read_text())["models"]["edsr_x2"]
+    shipped = folder / "edsr_x2.pt"
+    assert entry["sha256"] == hashlib.sha256(shipped.read_bytes()).hexdigest() and entry["training"]["steps"] == 5
+    assert models.load(shipped).config == net.config
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all((p.stat().st_mode & 0o777) == 0o666 & ~umask for p in folder.iterdir())

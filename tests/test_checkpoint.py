@@ -130,3 +130,44 @@ def test_pickle_that_runs_code_names_the_callable(tmp_path):
     msg = str(e.value)
     assert "would run code" in msg and "os.system" in msg and "\n" not in msg
     assert "corrupt" not in msg and "another format" not in msg
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_exactly_one_architecture_claims_each_layout(name, scale):
+    sd = models.build(name, scale, **SMALL[name]).state_dict()
+    assert [a.name for a in models.ARCHITECTURES.values() if a.detect(sd)] == [name]
+    assert models.detect(sd)[:2] == (name, scale)
+
+
+@pytest.mark.parametrize("break_it,match", [
+    (lambda sd: sd.pop("head.0.0.weight"), r"looks like CSNLN but lacks 'head.0.0.weight'; pass a complete"),
+    (lambda sd: sd.update({"tail.0.weight": torch.zeros(3)}), r"looks like CSNLN but a tensor has an unexpected shape"),
+], ids=["missing", "shape"])
+def test_claimed_but_unreadable_layout(tmp_path, csnln_x2, break_it, match):
+    sd = dict(csnln_x2[1])
+    break_it(sd)
+    torch.save(sd, tmp_path / "bad.pt")
+    with pytest.raises(models.CheckpointError, match=match) as e:
+        models.load(tmp_path / "bad.pt")
+    assert str(e.value).startswith(str(tmp_path / "bad.pt")) and "\n" not in str(e.value)
+
+
+def test_official_key_layouts_are_detected():
+    """The key layouts recorded from the official code (shared/golden) are told apart and read back."""
+    import json
+
+    import numpy as np
+
+    from conftest import GOLDEN
+    from golden import golden_weights
+
+    files = sorted(GOLDEN.glob("*.npz"))
+    if not files:
+        pytest.skip(f"no golden files in {GOLDEN}")
+    for path in files:
+        meta = json.loads(str(np.load(path)["meta"]))
+        name, scale, cfg = models.detect(golden_weights(meta))
+        assert (name, scale) == (meta["model"], meta["scale"]), path.name
+        assert cfg == {k: v for k, v in meta["config"].items() if k in cfg}, path.name  # what the file tells
+        assert set(meta["config"]) - set(cfg) <= {"chunk_size", "n_hashes"}, path.name  # what it cannot

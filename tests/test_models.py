@@ -115,3 +115,56 @@ def test_training_step_backpropagates_through_custom_ops():
         loss.backward()
         grads = [p.grad for n, p in model.named_parameters() if "conv_match" in n and p.requires_grad]
         assert grads and all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads), name
+
+
+# ----------------------------------------------------------------------------- descriptions (models.base.Architecture)
+
+@pytest.mark.parametrize("name", list(SMALL))
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_each_network_answers_from_its_description(name, scale):
+    from runtime import tiling
+
+    arch = models.architecture(name.upper())
+    assert arch is models.ARCHITECTURES[name] and arch.name == name
+    model = models.build(name, scale, **SMALL[name])
+    assert type(model) is arch.model and model.architecture is arch
+    rule = arch.size_rule(scale, model.config)  # what the runtime may ask before building anything
+    assert (model.size_multiple, model.min_pixels()) == (rule.multiple, rule.min_pixels)
+    for h, w in [(1, 1), (5, 7), (12, 18), (13, 13)]:
+        assert model.valid_size(h, w) == rule.valid_size(h, w)
+        vh, vw = rule.valid_size(h, w)
+        model.check_size(vh, vw)  # the sizes the rule hands out are accepted
+    assert tiling.chop_rule(name) is arch.chop
+
+
+def test_unknown_architecture_is_one_usage_error():
+    from models.errors import UsageError
+    from runtime import tiling
+
+    for ask in (lambda: models.architecture("srcnn"), lambda: tiling.chop_rule("srcnn")):
+        with pytest.raises(UsageError, match=r"unknown model 'srcnn'; choose one of nlsn, csnln, edsr"):
+            ask()
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_fp16_hint_holds(name):
+    """A network whose description says fp16 runs in half precision within the fp16 floor (45 dB)."""
+    from runtime.metrics import psnr_peak1
+
+    assert models.architecture(name).hints.fp16
+    torch.manual_seed(0)
+    model = models.build(name, 2, **SMALL[name])
+    x = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        full = model(x)
+        half = model.half()(x.half()).float()
+    assert torch.isfinite(half).all() and psnr_peak1(half, full) >= 45.0
+
+
+def test_memory_hints_match_the_runtime_calibration():
+    """runtime.memory still keeps its own table; the descriptions must not drift from it."""
+    from runtime import memory
+
+    for name, arch in models.ARCHITECTURES.items():
+        assert arch.hints.feature_maps == memory.FEATURE_MAPS[name], name
+        assert arch.hints.dense_attention == (name == "csnln"), name  # runtime.memory models only CSNLN as dense

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import torch
 
+from ..files import atomic_output, atomic_write
 from . import FOLDER, MANIFEST
 
 
@@ -66,9 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         src = runs[-1] / "weights.pt"
         dst = FOLDER / f"{name}.pt"
         sd = torch.load(src, map_location="cpu", weights_only=True)
-        tmp = dst.with_name(dst.name + ".tmp")
-        torch.save(sd, tmp)
-        os.replace(tmp, dst)
+        with atomic_output(dst) as tmp:
+            torch.save(sd, tmp)
         model, scale = last["model"], int(last["scale"])
         stages = []
         for i, (r, s) in enumerate(zip(runs, summaries)):
@@ -109,9 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [f.name for f in FOLDER.glob("*.pt") if f.name not in {e["file"] for e in manifest["models"].values()}]
     if unknown:
         print(f"warning: {', '.join(unknown)} in {FOLDER} but not in the manifest", file=sys.stderr)
-    tmp = MANIFEST.with_name(MANIFEST.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, MANIFEST)
+    atomic_write(MANIFEST, json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {MANIFEST} ({len(manifest['models'])} models)")
     return 0
 
