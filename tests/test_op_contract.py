@@ -10,6 +10,7 @@ has none, and that each check reports a gap planted into it.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import json
 import math
@@ -242,8 +243,9 @@ def test_tensorrt_creators_match_the_contract(trt_plugins_lib):
 def test_attribute_ranges_are_what_the_tensorrt_creators_accept(trt_plugins_lib):
     """For each attribute: values at, just below and just above its minimum (and NaN, inf for FLOAT),
     the others at their minimum; TensorRT's createPlugin accepts exactly those the contract calls valid."""
-    from test_tensorrt_real import LEAN, lean_code, need, ok, run_python
-    need(LEAN)
+    if importlib.util.find_spec("tensorrt_lean") is None:  # before importing its helpers (they need the exporter)
+        pytest.skip("tensorrt_lean is not installed: pip install -e '.[dev]'")
+    from test_tensorrt_real import lean_code, ok, run_python
     cases = []
     for name, op in OPS.items():
         base = {a.name: a.minimum + (1 if a.exclusive else 0) for a in op.attributes}
