@@ -32,7 +32,7 @@ import torch
 
 from models import ops
 from models.errors import SrdeployError
-from models.ops.contract import FLOAT_DTYPES, OPS, implementation, implements, registered
+from models.ops.contract import FLOAT_DTYPES, OPS, implements, registered
 from .build import DEFAULT_BUILD_DIR, LIB_NAME
 
 __all__ = ["ABI_VERSION", "LIB_ENV", "Kernels", "KernelError", "KernelsUnavailable", "enable", "get",
@@ -293,36 +293,37 @@ def _active() -> Kernels | None:
     return None if getattr(_local, "reference_only", False) else get()
 
 
-def _run(op: str, call, *args):
-    """call(kernels), or op's reference on ``args`` when the library is unavailable or no kernel
-    variant fits (SRD_ERR_UNSUPPORTED, logged once per reason); any other KernelError propagates."""
+def _run(op: str, call, fallback):
+    """call(kernels), or fallback() when the library is unavailable or no kernel variant fits
+    (SRD_ERR_UNSUPPORTED, logged once per reason); any other KernelError propagates."""
     kernels = _active()
     if kernels is None:
-        return implementation(op, "reference")(*args)
+        return fallback()
     try:
         return call(kernels)
     except KernelError as e:
         if e.status != SRD_ERR_UNSUPPORTED:
             raise
         _warn_once(f"unsupported:{e}", f"{e}; using the PyTorch reference for these calls")
-        return implementation(op, "reference")(*args)
+        return fallback()
 
 
 @implements("BucketSort", "kernel")
 def _cuda_bucket_sort(codes, num_buckets):
-    return _run("BucketSort", lambda k: k.bucket_sort(codes, num_buckets), codes, num_buckets)
+    return _run("bucket_sort", lambda k: k.bucket_sort(codes, num_buckets),
+                lambda: ops.bucket_sort_reference(codes, num_buckets))
 
 
 @implements("BucketAttention", "kernel")
 def _cuda_bucket_attention(q, v, order, rank, chunk_size, n_hashes, eps):
-    return _run("BucketAttention", lambda k: k.bucket_attention(q, v, order, rank, chunk_size, n_hashes, eps),
-                q, v, order, rank, chunk_size, n_hashes, eps)
+    return _run("bucket_attention", lambda k: k.bucket_attention(q, v, order, rank, chunk_size, n_hashes, eps),
+                lambda: ops.bucket_attention_reference(q, v, order, rank, chunk_size, n_hashes, eps))
 
 
 @implements("CrossScaleFold", "kernel")
 def _cuda_cross_scale_fold(scores, patches, stride, padding):
-    return _run("CrossScaleFold", lambda k: k.cross_scale_fold(scores, patches, stride, padding),
-                scores, patches, stride, padding)
+    return _run("cross_scale_fold", lambda k: k.cross_scale_fold(scores, patches, stride, padding),
+                lambda: ops.cross_scale_fold_reference(scores, patches, stride, padding))
 
 
 def enable() -> None:
