@@ -1,9 +1,9 @@
 """Graph clean-up with onnx-graphsurgeon, and the checks every exported file must pass.
 
 ``cleanup`` folds constants (never evaluating a custom node: onnxruntime does the folding and knows
-no srdeploy op), removes dead nodes and sorts the graph topologically. ``check`` runs the ONNX
-checker and strict shape inference with the srdeploy schemas registered. ``trt_violations`` lists
-what TensorRT's ONNX parser refuses in a plain (``--ops onnx``) graph.
+every standard domain but no srdeploy op), removes dead nodes and sorts the graph topologically.
+``check`` runs the ONNX checker and strict shape inference with the srdeploy schemas registered.
+``trt_violations`` lists what TensorRT's ONNX parser refuses in a plain (``--ops onnx``) graph.
 """
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from models.ops.contract import ONNX_DOMAINS, STANDARD_DOMAINS
+
 from . import ops_plugin
 
-STANDARD_DOMAINS = ("", "ai.onnx")
 # TensorRT caps TopK's K below this (onnx-tensorrt docs/operators.md).
 TRT_TOPK_MAX = 3840
 # Ops TensorRT's ONNX parser does not take (Col2Im), or that make the output non-deterministic.
@@ -59,9 +60,9 @@ def _constant_ints(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 def trt_violations(model: onnx.ModelProto) -> list[str]:
     """What keeps a graph from TensorRT's parser without plugins (empty list: none found).
 
-    Checks: custom domains, Col2Im, Random*, TopK whose K is not a constant below 3840, Conv /
-    ConvTranspose whose weights are not initializers (TensorRT builds them into the engine), If/Loop
-    (data-dependent control flow)."""
+    Checks: custom domains and onnxruntime's own (ai.onnx.ml, com.microsoft), Col2Im, Random*, TopK
+    whose K is not a constant below 3840, Conv / ConvTranspose whose weights are not initializers
+    (TensorRT builds them into the engine), If/Loop (data-dependent control flow)."""
     found = []
     constants = _constant_ints(model)
     initializers = {t.name for t in model.graph.initializer} | {
@@ -70,6 +71,8 @@ def trt_violations(model: onnx.ModelProto) -> list[str]:
         where = f"{n.op_type} node {n.name!r}"
         if n.domain not in STANDARD_DOMAINS:
             found.append(f"{where}: custom domain {n.domain!r}")
+        elif n.domain not in ONNX_DOMAINS:
+            found.append(f"{where}: domain {n.domain!r} is onnxruntime's, not ONNX's (TensorRT parses ONNX ops)")
         elif n.op_type in TRT_UNSUPPORTED:
             found.append(f"{where}: not supported by TensorRT")
         elif n.op_type in RANDOM_OPS:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import json
 import math
 import os
@@ -40,6 +41,7 @@ from torch.export import Dim
 from models.errors import SrdeployError
 import models
 from models.base import SRModel
+from models.ops import contract
 
 from . import cleanup as _cleanup
 from . import ops_onnx, ops_plugin
@@ -105,16 +107,16 @@ def _softmax_fp32(x, dim, dtype=None):
 
 
 def decomposition_table(mode: str, precision: str, max_buckets: int | None) -> dict:
-    """What replaces each custom op (and, for fp16, softmax) in the exported program."""
-    ops = torch.ops.srdeploy
-    if mode == "plugin":
-        table = {ops.bucket_sort.default: partial(ops_plugin.bucket_sort, max_buckets=max_buckets),
-                 ops.bucket_attention.default: ops_plugin.bucket_attention,
-                 ops.cross_scale_fold.default: ops_plugin.cross_scale_fold}
-    else:
-        table = {ops.bucket_sort.default: partial(ops_onnx.bucket_sort, max_buckets=max_buckets),
-                 ops.bucket_attention.default: ops_onnx.bucket_attention,
-                 ops.cross_scale_fold.default: ops_onnx.cross_scale_fold}
+    """What replaces each custom op (and, for fp16, softmax) in the exported program: each op's
+    ``emitter`` (plugin) or ``decomposition`` (onnx) from the op contract. Implementations that take
+    ``max_buckets`` (BucketSort's, for a dynamic bucket count) get the model's upper bound."""
+    part = "emitter" if mode == "plugin" else "decomposition"
+    table = {}
+    for spec in contract.OPS.values():
+        fn = contract.implementation(spec.name, part)
+        if "max_buckets" in inspect.signature(fn).parameters:
+            fn = partial(fn, max_buckets=max_buckets)
+        table[getattr(torch.ops.srdeploy, spec.torch_name).default] = fn
     table[torch.ops.srdeploy_export.conv2d_computed_weight.default] = ops_onnx.conv2d_as_matmul
     if precision == "fp16":
         table[torch.ops.aten.softmax.int] = _softmax_fp32
@@ -208,8 +210,8 @@ def to_onnx(module: nn.Module, example: tuple[torch.Tensor, ...], *, mode: str, 
                                 verbose=False)
     proto = _cleanup.cleanup(program.model_proto)
     _name_dims(proto)
-    if mode == "plugin" and any(n.domain == ops_plugin.DOMAIN for n in proto.graph.node):
-        _set_opset(proto, ops_plugin.DOMAIN, ops_plugin.VERSION)
+    if mode == "plugin" and any(n.domain == contract.DOMAIN for n in proto.graph.node):
+        _set_opset(proto, contract.DOMAIN, contract.VERSION)
     proto.ir_version = onnx.helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
     return proto
 

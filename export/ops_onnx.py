@@ -13,8 +13,9 @@ TensorRT's parser takes:
   constant 0/1 kernel and a DepthToSpace, instead of Col2Im (TensorRT has none) or a ConvTranspose
   with per-sample weights (TensorRT wants weights fixed at build time).
 
+Each of the three registers as the ``decomposition`` part of its op (:mod:`models.ops.contract`).
 Every function is also a plain PyTorch function: the tests compare each one with the reference of
-``models/ops.py`` directly, before any export.
+:mod:`models.ops.reference` directly, before any export.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from models.ops.contract import implements
 
 # Radix base of the counting sort: a pass costs a [B, M, RADIX] one-hot. 32 keeps that small while
 # two passes cover every bucket count NLSN uses (n_hashes · 128 ≤ 1024 for n_hashes ≤ 8).
@@ -52,6 +55,7 @@ def radix_passes(max_buckets: int, radix: int = RADIX) -> int:
     return max(1, math.ceil(math.log(max(max_buckets, 2), radix) - 1e-9))
 
 
+@implements("BucketSort", "decomposition")
 def bucket_sort(codes: Tensor, num_buckets, max_buckets: int | None = None) -> tuple[Tensor, Tensor]:
     """Stable sort of each row of ``codes`` [B, M] (int32 in [0, num_buckets)) -> (order, rank) int32.
 
@@ -96,6 +100,7 @@ def _with_neighbours(x: Tensor, neighbours: Tensor) -> Tensor:
     return torch.cat([x, x.index_select(2, prev_idx), x.index_select(2, next_idx)], dim=3)
 
 
+@implements("BucketAttention", "decomposition")
 def bucket_attention(q: Tensor, v: Tensor, order: Tensor, rank: Tensor,
                      chunk_size: int, n_hashes: int, eps: float) -> Tensor:
     """NLSN attention after the sort, as in ``models.ops.bucket_attention_reference``.
@@ -146,6 +151,7 @@ def _overlap_add_weights(channels: int, th: int, tw: int, dtype, device) -> Tens
     return one.expand(channels, th * tw, th, tw)
 
 
+@implements("CrossScaleFold", "decomposition")
 def cross_scale_fold(scores: Tensor, patches: Tensor, stride: int, padding: int) -> Tensor:
     """Per-sample transposed convolution of ``scores`` [N, K, H, W] with ``patches`` [N, K, C, k, k].
 

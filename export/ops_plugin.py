@@ -1,45 +1,41 @@
 """The custom nodes of ``--ops plugin`` (DESIGN.md §3): how they are emitted and how ONNX knows them.
 
-- ``DOMAIN``, ``OPS``: the contract (op names, inputs, outputs, attributes and their types), the
-  single place the exporter, the checks, the tests and the onnxruntime registration read it from.
-- ``bucket_sort`` / ``bucket_attention`` / ``cross_scale_fold``: replacements for the
-  ``torch.ops.srdeploy.*`` nodes of an exported program that emit ``srdeploy::*`` ONNX nodes
-  through ``torch.onnx.ops.symbolic``.
-- ``register_schemas()``: ONNX op schemas (with type and shape inference) so that
-  ``onnx.checker`` and ``onnx.shape_inference`` understand the custom nodes.
+The ops themselves (names, inputs, outputs, attributes and their types) are the contract of
+:mod:`models.ops.contract`; this module reads it:
+
+- ``bucket_sort`` / ``bucket_attention`` / ``cross_scale_fold``: the ``emitter`` part of each op,
+  replacements for the ``torch.ops.srdeploy.*`` nodes of an exported program that emit
+  ``srdeploy::*`` ONNX nodes through ``torch.onnx.ops.symbolic``.
+- ``register_schemas()``: ONNX op schemas generated from the contract (with each op's type and
+  shape inference) so that ``onnx.checker`` and ``onnx.shape_inference`` understand the custom nodes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Callable
 
 import onnx
 import torch
 from onnx import TensorProto
 from onnx.defs import OpSchema
 
-DOMAIN = "srdeploy"
-VERSION = 1
-
-
-@dataclass(frozen=True)
-class OpContract:
-    name: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    attributes: dict[str, str]  # name -> "INT" | "FLOAT"
-
-
-OPS: dict[str, OpContract] = {
-    "BucketSort": OpContract("BucketSort", ("codes",), ("order", "rank"), {"num_buckets": "INT"}),
-    "BucketAttention": OpContract("BucketAttention", ("q", "v", "order", "rank"), ("out",),
-                                  {"chunk_size": "INT", "n_hashes": "INT", "eps": "FLOAT"}),
-    "CrossScaleFold": OpContract("CrossScaleFold", ("scores", "patches"), ("out",),
-                                 {"stride": "INT", "padding": "INT"}),
-}
+from models.ops.contract import DOMAIN, FLOAT_DTYPES, OPS, STANDARD_DOMAINS, VERSION, implements
 
 
 # --------------------------------------------------------------------------- emitters
 
+_PYTHON_TYPES = {"INT": int, "FLOAT": float}
+
+
+def _attributes(op: str, **values) -> dict:
+    """The node's attributes in the contract's order and types, checked: a bad value fails the
+    export with its reason instead of the engine build."""
+    spec = OPS[op]
+    attrs = {a.name: _PYTHON_TYPES[a.type](values[a.name]) for a in spec.attributes}
+    spec.check_attributes(attrs)
+    return attrs
+
+
+@implements("BucketSort", "emitter")
 def bucket_sort(codes: torch.Tensor, num_buckets, max_buckets: int | None = None):
     """``num_buckets`` is an attribute, so it must be static: a dynamic export (where the count
     depends on the input size) writes the model's upper bound ``max_buckets``. The contract only
@@ -49,31 +45,49 @@ def bucket_sort(codes: torch.Tensor, num_buckets, max_buckets: int | None = None
             raise ValueError("BucketSort: num_buckets depends on the input size; an upper bound is needed")
         num_buckets = max_buckets
     order, rank = torch.onnx.ops.symbolic_multi_out(
-        f"{DOMAIN}::BucketSort", [codes], {"num_buckets": int(num_buckets)},
+        f"{DOMAIN}::BucketSort", [codes], _attributes("BucketSort", num_buckets=num_buckets),
         dtypes=[torch.int32, torch.int32], shapes=[codes.shape, codes.shape], version=VERSION)
     return order, rank
 
 
+@implements("BucketAttention", "emitter")
 def bucket_attention(q, v, order, rank, chunk_size: int, n_hashes: int, eps: float):
     return torch.onnx.ops.symbolic(
         f"{DOMAIN}::BucketAttention", [q, v, order, rank],
-        {"chunk_size": int(chunk_size), "n_hashes": int(n_hashes), "eps": float(eps)},
+        _attributes("BucketAttention", chunk_size=chunk_size, n_hashes=n_hashes, eps=eps),
         dtype=v.dtype, shape=v.shape, version=VERSION)
 
 
+@implements("CrossScaleFold", "emitter")
 def cross_scale_fold(scores, patches, stride: int, padding: int):
     N, _, H, W = scores.shape
     C, kh, kw = patches.shape[2], patches.shape[3], patches.shape[4]
     shape = (N, C, (H - 1) * stride - 2 * padding + kh, (W - 1) * stride - 2 * padding + kw)
     return torch.onnx.ops.symbolic(
-        f"{DOMAIN}::CrossScaleFold", [scores, patches], {"stride": int(stride), "padding": int(padding)},
+        f"{DOMAIN}::CrossScaleFold", [scores, patches], _attributes("CrossScaleFold", stride=stride, padding=padding),
         dtype=scores.dtype, shape=shape, version=VERSION)
 
 
 # --------------------------------------------------------------------------- ONNX schemas
 
-_FLOATS = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"]
 _ATTR_TYPES = {"INT": OpSchema.AttrType.INT, "FLOAT": OpSchema.AttrType.FLOAT}
+_ONNX_TYPES = {"int32": "tensor(int32)", "float32": "tensor(float)", "float16": "tensor(float16)"}
+#: the contract's element types in a schema: "float" tensors share the type variable T
+_TENSOR_TYPES = {"int32": _ONNX_TYPES["int32"], "float": "T"}
+_FLOAT_TYPES = [_ONNX_TYPES[t] for t in FLOAT_DTYPES]
+_SHAPE_INFERENCE: dict[str, Callable] = {}
+
+
+def _infers(op: str):
+    """Decorator: the ONNX type and shape inference function of ``op``'s schema."""
+    if op not in OPS:
+        raise ValueError(f"unknown op {op!r}; ops: {', '.join(OPS)}")
+
+    def register(fn):
+        _SHAPE_INFERENCE[op] = fn
+        return fn
+
+    return register
 
 
 def _dims(type_proto: TensorProto):
@@ -95,17 +109,20 @@ def _set_output(ctx, index: int, elem_type: int, dims) -> None:
     ctx.set_output_type(index, out)
 
 
+@_infers("BucketSort")
 def _infer_bucket_sort(ctx) -> None:
     dims = _dims(ctx.get_input_type(0))
     _set_output(ctx, 0, TensorProto.INT32, dims)
     _set_output(ctx, 1, TensorProto.INT32, dims)
 
 
+@_infers("BucketAttention")
 def _infer_bucket_attention(ctx) -> None:
     v = ctx.get_input_type(1)
     _set_output(ctx, 0, v.tensor_type.elem_type, _dims(v))
 
 
+@_infers("CrossScaleFold")
 def _infer_cross_scale_fold(ctx) -> None:
     scores, patches = ctx.get_input_type(0), ctx.get_input_type(1)
     s_dims, p_dims = _dims(scores), _dims(patches)
@@ -122,27 +139,24 @@ def _infer_cross_scale_fold(ctx) -> None:
     _set_output(ctx, 0, scores.tensor_type.elem_type, dims)
 
 
-_INFERENCE = {"BucketSort": _infer_bucket_sort, "BucketAttention": _infer_bucket_attention,
-              "CrossScaleFold": _infer_cross_scale_fold}
-_TYPES = {  # formal parameter -> type string
-    "codes": "tensor(int32)", "order": "tensor(int32)", "rank": "tensor(int32)",
-    "q": "T", "v": "T", "out": "T", "scores": "T", "patches": "T",
-}
-
-
 def schemas() -> list[OpSchema]:
+    """One ONNX schema per op of the contract: its inputs, outputs and their types, required attributes."""
     result = []
     for op in OPS.values():
         param = OpSchema.FormalParameter
+        tensors = op.inputs + op.outputs
         schema = OpSchema(
             op.name, DOMAIN, VERSION, f"srdeploy custom op {op.name} (see DESIGN.md §3)",
-            inputs=[param(n, _TYPES[n]) for n in op.inputs],
-            outputs=[param(n, _TYPES[n]) for n in op.outputs],
-            type_constraints=[("T", _FLOATS, "floating-point tensors")] if any(
-                _TYPES[n] == "T" for n in op.inputs + op.outputs) else [],
-            attributes=[OpSchema.Attribute(a, _ATTR_TYPES[t], "", required=True) for a, t in op.attributes.items()],
+            inputs=[param(t.name, _TENSOR_TYPES[t.dtype]) for t in op.inputs],
+            outputs=[param(t.name, _TENSOR_TYPES[t.dtype]) for t in op.outputs],
+            type_constraints=[("T", _FLOAT_TYPES, "floating-point tensors")] if any(
+                t.dtype == "float" for t in tensors) else [],
+            attributes=[OpSchema.Attribute(a.name, _ATTR_TYPES[a.type], a.valid, required=True) for a in op.attributes],
         )
-        schema.set_type_and_shape_inference_function(_INFERENCE[op.name])
+        try:
+            schema.set_type_and_shape_inference_function(_SHAPE_INFERENCE[op.name])
+        except KeyError:
+            raise LookupError(f"{op.name} has no ONNX shape inference in {__name__} (decorate one with @_infers)") from None
         result.append(schema)
     return result
 
@@ -158,4 +172,4 @@ def register_schemas() -> None:
 
 def custom_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """Nodes outside the standard ONNX domains."""
-    return [n for n in model.graph.node if n.domain not in ("", "ai.onnx")]
+    return [n for n in model.graph.node if n.domain not in STANDARD_DOMAINS]

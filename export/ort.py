@@ -2,10 +2,11 @@
 
     session = make_session("nlsn_x2.onnx", "cpu")   # custom ops registered when the graph has them
 
-Custom-op graphs (``--ops plugin``) run on CPU through Python implementations of BucketSort,
-BucketAttention and CrossScaleFold registered with onnxruntime by onnxruntime-extensions
-(``pip install onnxruntime-extensions``). They call the PyTorch references of models/ops, so
-they compute exactly what the oracle computes. onnxruntime-extensions' Python ops take fp32
+Custom-op graphs (``--ops plugin``) run on CPU through Python implementations of the ops of
+:mod:`models.ops.contract` (the ``ort`` part of each op) registered with onnxruntime by
+onnxruntime-extensions (``pip install onnxruntime-extensions``), with the input, output and
+attribute types the contract gives. They call the PyTorch references of models/ops, so they
+compute exactly what the oracle computes. onnxruntime-extensions' Python ops take fp32
 only: an fp16 graph gets Cast nodes around its custom nodes in the in-memory copy onnxruntime
 runs (the file is not changed), the way onnxruntime's CPU provider itself computes fp16 ops it
 has no fp16 kernel for.
@@ -22,10 +23,7 @@ import torch
 
 from models import ops as reference
 from models.errors import SrdeployError
-
-CUSTOM_DOMAIN = "srdeploy"
-STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
-IMPLEMENTED = ("BucketSort", "BucketAttention", "CrossScaleFold")
+from models.ops.contract import DOMAIN, OPS, STANDARD_DOMAINS, implements, registered
 
 
 class MissingCustomOpsError(SrdeployError, RuntimeError):
@@ -38,16 +36,19 @@ class OrtSetupError(SrdeployError, RuntimeError, ValueError):
 
 # --------------------------------------------------------------------------- custom ops
 
+@implements("BucketSort", "ort")
 def _bucket_sort(codes: np.ndarray, num_buckets: int):
     order, rank = reference.bucket_sort_reference(torch.from_numpy(codes), num_buckets)
     return order.numpy(), rank.numpy()
 
 
+@implements("BucketAttention", "ort")
 def _bucket_attention(q, v, order, rank, chunk_size: int, n_hashes: int, eps: float):
     t = torch.from_numpy
     return reference.bucket_attention_reference(t(q), t(v), t(order), t(rank), chunk_size, n_hashes, eps).numpy()
 
 
+@implements("CrossScaleFold", "ort")
 def _cross_scale_fold(scores, patches, stride: int, padding: int):
     return reference.cross_scale_fold_reference(torch.from_numpy(scores), torch.from_numpy(patches),
                                                 stride, padding).numpy()
@@ -74,14 +75,16 @@ def register_custom_ops() -> str:
     except ImportError:
         raise MissingCustomOpsError("onnxruntime-extensions is not installed") from None
     if not _registered:
-        f32, i32, i64, flt = T.dt_float, T.dt_int32, T.dt_int64, T.dt_float
-        # "domain::Op" puts the op in that domain (onnxruntime-extensions parses the prefix).
-        onnx_op(op_type=f"{CUSTOM_DOMAIN}::BucketSort", inputs=[i32], outputs=[i32, i32],
-                attrs={"num_buckets": i64})(_bucket_sort)
-        onnx_op(op_type=f"{CUSTOM_DOMAIN}::BucketAttention", inputs=[f32, f32, i32, i32], outputs=[f32],
-                attrs={"chunk_size": i64, "n_hashes": i64, "eps": flt})(_bucket_attention)
-        onnx_op(op_type=f"{CUSTOM_DOMAIN}::CrossScaleFold", inputs=[f32, f32], outputs=[f32],
-                attrs={"stride": i64, "padding": i64})(_cross_scale_fold)
+        # Python ops take fp32 only ("float" tensors: fp16 nodes get Casts, see _cast_custom_nodes_to_fp32);
+        # ONNX INT attributes are int64.
+        tensor_types = {"int32": T.dt_int32, "float": T.dt_float}
+        attribute_types = {"INT": T.dt_int64, "FLOAT": T.dt_float}
+        for name, fn in registered("ort").items():
+            op = OPS[name]
+            # "domain::Op" puts the op in that domain (onnxruntime-extensions parses the prefix).
+            onnx_op(op_type=f"{DOMAIN}::{name}", inputs=[tensor_types[t.dtype] for t in op.inputs],
+                    outputs=[tensor_types[t.dtype] for t in op.outputs],
+                    attrs={a.name: attribute_types[a.type] for a in op.attributes})(fn)
         _install_array_results()
         _registered = True
     return get_library_path()
@@ -122,7 +125,7 @@ def _cast_custom_nodes_to_fp32(model: onnx.ModelProto) -> onnx.ModelProto:
         types[vi.name] = vi.type.tensor_type.elem_type
     new_nodes = []
     for node in model.graph.node:
-        if node.domain != CUSTOM_DOMAIN:
+        if node.domain != DOMAIN:
             new_nodes.append(node)
             continue
         for i, name in enumerate(node.input):
@@ -194,7 +197,8 @@ def make_session(onnx_model: str | Path | onnx.ModelProto, device: str = "cpu", 
         options.profile_file_prefix = profile
     source: str | bytes = str(onnx_model) if not isinstance(onnx_model, onnx.ModelProto) else model.SerializeToString()
     if needed:
-        unknown = [op for op in needed if op.split("::")[0] != CUSTOM_DOMAIN or op.split("::")[1] not in IMPLEMENTED]
+        implemented = {f"{DOMAIN}::{name}" for name in registered("ort")}
+        unknown = [op for op in needed if op not in implemented]
         if unknown or not custom_ops or not custom_ops_available():
             missing = unknown or needed
             raise MissingCustomOpsError(

@@ -5,20 +5,23 @@
     with kernels.reference_only():
         ...                    # CUDA tensors use the PyTorch reference again (benchmarks, tests)
 
-``enable()`` only registers CUDA implementations with ``torch.library`` (``register_kernel("cuda")``);
-it touches neither CUDA nor the library. The library is loaded on the first CUDA call, from
+``enable()`` only registers CUDA implementations with ``torch.library`` (``register_kernel("cuda")``):
+the ``kernel`` part of each op of :mod:`models.ops.contract`, under the contract's torch name. It
+touches neither CUDA nor the library; the layer that picks a CUDA device calls it (models.ops does not). The library is loaded on the first CUDA call, from
 ``$SRDEPLOY_KERNELS_LIB`` if set, else ``plugins/build/libsrdeploy_kernels.so`` (``python -m plugins.build``).
 If it cannot be loaded, CUDA tensors use the reference and one warning says why and how to build
 it. Kernels run on the current stream (``torch.cuda.current_stream()``) with workspace from the
 torch caching allocator, so they order correctly with surrounding torch work and CUDA graphs.
 CPU tensors always use the reference; so do dtypes the kernels lack (bf16, fp64) and shapes no kernel
-variant fits on this GPU (``SRD_ERR_UNSUPPORTED``), with one warning per reason. Every other failure (a CUDA
-error, a bad argument) raises :class:`KernelError`: a broken GPU must not pass silently as a slow one.
+variant fits on this GPU (``SRD_ERR_UNSUPPORTED``), with one warning per reason. An attribute outside the
+contract raises ``OpAttributeError`` (a ValueError) before any call; every other failure (a CUDA error,
+a bad argument) raises :class:`KernelError`: a broken GPU must not pass silently as a slow one.
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import threading
@@ -27,7 +30,9 @@ from typing import Any
 
 import torch
 
+from models import ops
 from models.errors import SrdeployError
+from models.ops.contract import FLOAT_DTYPES, OPS, implements, registered
 from .build import DEFAULT_BUILD_DIR, LIB_NAME
 
 __all__ = ["ABI_VERSION", "LIB_ENV", "Kernels", "KernelError", "KernelsUnavailable", "enable", "get",
@@ -38,7 +43,7 @@ ABI_VERSION = 1
 STATUS = {0: "SRD_SUCCESS", 1: "SRD_ERR_NULL_POINTER", 2: "SRD_ERR_INVALID_SIZE", 3: "SRD_ERR_INVALID_ATTRIBUTE",
           4: "SRD_ERR_UNSUPPORTED_DTYPE", 5: "SRD_ERR_WORKSPACE_TOO_SMALL", 6: "SRD_ERR_UNSUPPORTED", 7: "SRD_ERR_CUDA"}
 SRD_SUCCESS, SRD_ERR_UNSUPPORTED = 0, 6
-DTYPES = {torch.float32: 0, torch.float16: 1}
+DTYPES = {torch.float32: 0, torch.float16: 1}  # the contract's FLOAT_DTYPES -> the C ABI's SRD_FLOAT32, SRD_FLOAT16
 
 logger = logging.getLogger("srdeploy.plugins")
 
@@ -73,6 +78,14 @@ def library_path() -> Path:
     """Where the library is looked for: $SRDEPLOY_KERNELS_LIB, else the default build folder."""
     env = os.environ.get(LIB_ENV)
     return Path(env) if env else DEFAULT_BUILD_DIR / LIB_NAME
+
+
+@functools.lru_cache(maxsize=256, typed=True)
+def _check_attributes(op: str, *values) -> None:
+    """The contract's attribute check (OpAttributeError), remembered for values that passed: the
+    kernels sit in timed loops, where a fresh check per call would be measured with them."""
+    spec = OPS[op]
+    spec.check_attributes(dict(zip((a.name for a in spec.attributes), values)))
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
@@ -141,12 +154,13 @@ class Kernels:
         if any(t.dtype != dtype for t in tensors):
             raise ValueError(f"{op}: {', '.join(str(t.dtype) for t in tensors)}: the tensors must share one dtype")
         if dtype not in DTYPES:  # decided before the call, like the library's own capability checks
-            raise KernelError(op, SRD_ERR_UNSUPPORTED, f"no kernel for {dtype}: the kernels take float32 or float16")
+            raise KernelError(op, SRD_ERR_UNSUPPORTED, f"no kernel for {dtype}: the kernels take {' or '.join(FLOAT_DTYPES)}")
         return DTYPES[dtype]
 
     # -- ops
     def bucket_sort(self, codes: torch.Tensor, num_buckets: int, *, out: tuple[torch.Tensor, torch.Tensor] | None = None,
                     workspace: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_attributes("BucketSort", num_buckets)
         device = self._cuda(codes)
         codes = codes.to(torch.int32).contiguous()
         batch, length = codes.shape
@@ -165,6 +179,7 @@ class Kernels:
     def bucket_attention(self, q: torch.Tensor, v: torch.Tensor, order: torch.Tensor, rank: torch.Tensor,
                          chunk_size: int, n_hashes: int, eps: float, *, out: torch.Tensor | None = None,
                          workspace: torch.Tensor | None = None) -> torch.Tensor:
+        _check_attributes("BucketAttention", chunk_size, n_hashes, eps)
         device = self._cuda(q, v, order, rank)
         dtype = self._dtype("bucket_attention", q, v)
         q, v = q.contiguous(), v.contiguous()
@@ -188,6 +203,7 @@ class Kernels:
 
     def cross_scale_fold(self, scores: torch.Tensor, patches: torch.Tensor, stride: int, padding: int, *,
                          out: torch.Tensor | None = None, workspace: torch.Tensor | None = None) -> torch.Tensor:
+        _check_attributes("CrossScaleFold", stride, padding)
         device = self._cuda(scores, patches)
         dtype = self._dtype("cross_scale_fold", scores, patches)
         scores, patches = scores.contiguous(), patches.contiguous()
@@ -292,20 +308,20 @@ def _run(op: str, call, fallback):
         return fallback()
 
 
+@implements("BucketSort", "kernel")
 def _cuda_bucket_sort(codes, num_buckets):
-    from models import ops
     return _run("bucket_sort", lambda k: k.bucket_sort(codes, num_buckets),
                 lambda: ops.bucket_sort_reference(codes, num_buckets))
 
 
+@implements("BucketAttention", "kernel")
 def _cuda_bucket_attention(q, v, order, rank, chunk_size, n_hashes, eps):
-    from models import ops
     return _run("bucket_attention", lambda k: k.bucket_attention(q, v, order, rank, chunk_size, n_hashes, eps),
                 lambda: ops.bucket_attention_reference(q, v, order, rank, chunk_size, n_hashes, eps))
 
 
+@implements("CrossScaleFold", "kernel")
 def _cuda_cross_scale_fold(scores, patches, stride, padding):
-    from models import ops
     return _run("cross_scale_fold", lambda k: k.cross_scale_fold(scores, patches, stride, padding),
                 lambda: ops.cross_scale_fold_reference(scores, patches, stride, padding))
 
@@ -314,12 +330,10 @@ def enable() -> None:
     """Register the kernels as the CUDA implementation of torch.ops.srdeploy.* (idempotent).
 
     Touches neither CUDA nor the library (that happens on the first CUDA call), so it is safe at
-    import time, also from the end of models/ops.py (it imports models.ops lazily)."""
+    import time. Called by the layers that pick a CUDA device (backends, training, benchmarks)."""
     with _lock:
         if _state["enabled"]:
             return
         _state["enabled"] = True
-    from models import ops
-    ops.bucket_sort.register_kernel("cuda")(_cuda_bucket_sort)
-    ops.bucket_attention.register_kernel("cuda")(_cuda_bucket_attention)
-    ops.cross_scale_fold.register_kernel("cuda")(_cuda_cross_scale_fold)
+    for name, fn in registered("kernel").items():
+        getattr(ops, OPS[name].torch_name).register_kernel("cuda")(fn)

@@ -14,6 +14,7 @@ from export import cleanup, ops_onnx, ops_plugin
 from export.onnx import to_onnx
 from models import ops as ref
 from export.ort import MissingCustomOpsError, custom_ops_available, make_session
+from models.ops.contract import OPS
 
 needs_custom_ops = pytest.mark.skipif(not custom_ops_available(), reason="onnxruntime-extensions is not installed")
 
@@ -165,7 +166,7 @@ def run_and_compare(session, module, cases, names):
                 assert psnr(g, e.numpy()) >= 100
 
 
-@pytest.mark.parametrize("op", list(ops_plugin.OPS))
+@pytest.mark.parametrize("op", list(OPS))
 def test_onnx_decomposition_in_onnxruntime(op, tmp_path_factory):
     proto, path, module, cases, names = op_graph(op, "onnx", tmp_path_factory)
     cleanup.check(proto)
@@ -175,13 +176,13 @@ def test_onnx_decomposition_in_onnxruntime(op, tmp_path_factory):
 
 
 @needs_custom_ops
-@pytest.mark.parametrize("op", list(ops_plugin.OPS))
+@pytest.mark.parametrize("op", list(OPS))
 def test_custom_op_in_onnxruntime(op, tmp_path_factory):
     proto, path, module, cases, names = op_graph(op, "plugin", tmp_path_factory)
     cleanup.check(proto)
     (node,) = ops_plugin.custom_nodes(proto)
     assert (node.domain, node.op_type) == ("srdeploy", op)
-    assert {a.name for a in node.attribute} == set(ops_plugin.OPS[op].attributes)
+    assert {a.name for a in node.attribute} == {a.name for a in OPS[op].attributes}
     run_and_compare(make_session(path), module, cases, names)
 
 

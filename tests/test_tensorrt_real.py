@@ -2,7 +2,7 @@
 
 - TensorRT 11 lean runtime (``tensorrt_lean``, pip ``tensorrt-lean-cu13``): the srdeploy plugin library
   in TensorRT's plugin registry: exactly three creators under ``srdeploy``/``"1"`` whose fields are the op
-  contract (``export/ops_plugin.py``), ``create_plugin`` at BUILD and RUNTIME phase, bad attributes
+  contract (``models/ops/contract.py``), ``create_plugin`` at BUILD and RUNTIME phase, bad attributes
   refused with a logged reason, a second load refused and said so.
 - TensorRT for RTX (``tensorrt_rtx``, pip ``tensorrt-rtx-cu13``): TensorRT's ONNX parser and builder on
   every ``--ops onnx`` export (NLSN, CSNLN, EDSR; x2/x3/x4; fp32/fp16; dynamic/fixed size) through
@@ -29,8 +29,8 @@ import torch
 
 import test_export  # its small configurations and its session cache of exports
 from conftest import REPO
-from export import ops_plugin
 from export.onnx import export_model
+from models.ops import contract
 from runtime import build as rb
 from runtime import trt as rtrt
 
@@ -99,12 +99,12 @@ def test_registry_holds_exactly_the_three_creators_of_the_contract(trt_plugins_l
     found = json.loads(out.splitlines()[-1])
     assert found["version"].startswith("11.")
     creators = {c["name"]: c for c in found["creators"]}
-    assert len(found["creators"]) == 3 and set(creators) == set(ops_plugin.OPS)
-    for name, op in ops_plugin.OPS.items():
+    assert len(found["creators"]) == 3 and set(creators) == set(contract.OPS)
+    for name, op in contract.OPS.items():
         c = creators[name]
-        assert (c["namespace"], c["version"]) == (ops_plugin.DOMAIN, str(ops_plugin.VERSION)) == ("srdeploy", "1")
+        assert (c["namespace"], c["version"]) == (contract.DOMAIN, str(contract.VERSION)) == ("srdeploy", "1")
         assert c["class"] == "IPluginCreatorV3One"
-        assert c["fields"] == [[a, FIELD_TYPES[t]] for a, t in op.attributes.items()], name
+        assert c["fields"] == [[a.name, FIELD_TYPES[a.type]] for a in op.attributes], name
 
 
 def test_create_plugin_at_build_and_runtime_phase(trt_plugins_lib):
@@ -119,7 +119,7 @@ def test_create_plugin_at_build_and_runtime_phase(trt_plugins_lib):
                 plugin = create(op, fields, phase)
                 print(op, phase, type(plugin).__name__ if plugin is not None else None)
     """), str(trt_plugins_lib)))
-    lines = [line for line in out.splitlines() if line.split()[0] in ops_plugin.OPS]
+    lines = [line for line in out.splitlines() if line.split()[0] in contract.OPS]
     assert len(lines) == 6 and all(line.endswith(" IPluginV3") for line in lines), out
 
 

@@ -7,7 +7,9 @@ clarity and exactness first, and kept memory-sane: BucketAttention never forms a
 tensor (one round at a time, [L, 3·cs] scores), CrossScaleFold is one grouped transposed
 convolution for the whole batch (no per-sample loop).
 
-Backward passes (needed for training) recompute the reference under autograd.
+Backward passes (needed for training) recompute the reference under autograd. The references
+register as the ``reference`` part of their op (:mod:`models.ops.contract`), and the
+``torch.library`` names come from the contract's ``torch_name``.
 """
 from __future__ import annotations
 
@@ -15,12 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .contract import OPS, implements
+
 __all__ = ["bucket_sort", "bucket_attention", "cross_scale_fold",
            "bucket_sort_reference", "bucket_attention_reference", "cross_scale_fold_reference"]
 
 
 # --------------------------------------------------------------------------- references
 
+@implements("BucketSort", "reference")
 def bucket_sort_reference(codes: Tensor, num_buckets: int) -> tuple[Tensor, Tensor]:
     """Stable sort of each row of ``codes`` [B, M] (int32, values in [0, num_buckets)).
 
@@ -43,6 +48,7 @@ def _with_neighbours(x: Tensor) -> Tensor:
     return torch.cat([x, x.roll(1, dims=1), x.roll(-1, dims=1)], dim=2)
 
 
+@implements("BucketAttention", "reference")
 def bucket_attention_reference(q: Tensor, v: Tensor, order: Tensor, rank: Tensor,
                                chunk_size: int, n_hashes: int, eps: float) -> Tensor:
     """NLSN attention after the sort (DESIGN.md §2/§3).
@@ -77,6 +83,7 @@ def bucket_attention_reference(q: Tensor, v: Tensor, order: Tensor, rank: Tensor
     return (ret * torch.softmax(lse, dim=1)).sum(dim=1)
 
 
+@implements("CrossScaleFold", "reference")
 def cross_scale_fold_reference(scores: Tensor, patches: Tensor, stride: int, padding: int) -> Tensor:
     """Per sample ``conv_transpose2d(scores[n:n+1], patches[n], stride, padding)``, batched.
 
@@ -91,7 +98,7 @@ def cross_scale_fold_reference(scores: Tensor, patches: Tensor, stride: int, pad
 
 # --------------------------------------------------------------------------- torch.library ops
 
-@torch.library.custom_op("srdeploy::bucket_sort", mutates_args=())
+@torch.library.custom_op(OPS["BucketSort"].torch_qualname, mutates_args=())  # srdeploy::bucket_sort
 def bucket_sort(codes: Tensor, num_buckets: int) -> tuple[Tensor, Tensor]:
     return bucket_sort_reference(codes, num_buckets)
 
@@ -101,7 +108,7 @@ def _(codes, num_buckets):
     return torch.empty_like(codes, dtype=torch.int32), torch.empty_like(codes, dtype=torch.int32)
 
 
-@torch.library.custom_op("srdeploy::bucket_attention", mutates_args=())
+@torch.library.custom_op(OPS["BucketAttention"].torch_qualname, mutates_args=())  # srdeploy::bucket_attention
 def bucket_attention(q: Tensor, v: Tensor, order: Tensor, rank: Tensor,
                      chunk_size: int, n_hashes: int, eps: float) -> Tensor:
     return bucket_attention_reference(q, v, order, rank, chunk_size, n_hashes, eps)
@@ -112,7 +119,7 @@ def _(q, v, order, rank, chunk_size, n_hashes, eps):
     return v.new_empty(v.shape)
 
 
-@torch.library.custom_op("srdeploy::cross_scale_fold", mutates_args=())
+@torch.library.custom_op(OPS["CrossScaleFold"].torch_qualname, mutates_args=())  # srdeploy::cross_scale_fold
 def cross_scale_fold(scores: Tensor, patches: Tensor, stride: int, padding: int) -> Tensor:
     return cross_scale_fold_reference(scores, patches, stride, padding)
 
