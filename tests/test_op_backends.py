@@ -168,8 +168,11 @@ class OrtCustomOp(OrtDecomposition):
     mode = "plugin"
 
     def missing(self):
+        why = super().missing()
+        if why:
+            return why
         from export.ort import custom_ops_available
-        return super().missing() or (None if custom_ops_available() else "onnxruntime-extensions is not installed")
+        return None if custom_ops_available() else "onnxruntime-extensions is not installed"
 
     def check_graph(self, op, proto):
         from export import cleanup, ops_plugin
@@ -216,35 +219,49 @@ class TrtPlugin(Backend):
     def missing(self):
         return None if torch.cuda.is_available() else "torch sees no CUDA device (the harness exits 3 without one)"
 
-    def verdicts(self, op, cases, ctx) -> list[str]:
-        from plugins import trt
+    @staticmethod
+    def write(op: str, cases: list[OpCase], folder: Path) -> None:
+        """The cases as harness case files, named ``<op>_<index>``; each profile's maximum is the input's shape."""
         from plugins.trt import harness
-        lib = ctx["request"].getfixturevalue("trt_plugins_lib")
         spec = OPS[op]
         selected = []
         for i, c in enumerate(cases):
             inputs = c.inputs()
-            want = op_cases.oracle(c)
             selected.append(harness.Case(
-                f"{op}_{i}", op, dict(c.attributes), inputs, {k: tuple(t.shape) for k, t in inputs.items()}, want,
-                {t.name: (torch.int32 if t.dtype == "int32" else c.dtype) for t in spec.outputs},
+                f"{op}_{i}", op, dict(c.attributes), inputs, {k: tuple(t.shape) for k, t in inputs.items()},
+                op_cases.oracle(c), {t.name: torch.int32 if t.dtype == "int32" else c.dtype for t in spec.outputs},
                 c.floor_db or 0.0))
-        folder = ctx["tmp"].mktemp(f"harness_{op}")
         harness.write_cases(folder, selected)
-        proc, results = harness.run(lib.parent / trt.HARNESS_NAME, lib, folder, json_path=folder / "results.json")
-        assert results is not None, f"exit {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-        problems = []
+
+    @staticmethod
+    def problems(cases: list[OpCase], results: dict) -> list[str]:
+        """The harness's rows against the floors (not only its own verdict); a case with no passing row
+        (under any variant) is a problem too."""
+        problems, ran = [], set()
         for r in results["cases"]:
             case = cases[int(r["case"].rsplit("_", 1)[1])]
-            if r["status"] == "SKIP":
+            if r["status"] == "SKIP":  # a variant this library does not offer
                 continue
-            ok = r["status"] == "PASS" and r["non_finite"] == 0 and (
-                r.get("mismatches") == 0 if case.floor_db is None else r["psnr_db"] >= case.floor_db)
-            if not ok:
-                problems.append(f"{case.name} ({r.get('variant')}): {r}")
-        ran = {r["case"] for r in results["cases"] if r["status"] == "PASS"}
-        assert len(ran) == len(cases), f"the harness ran {len(ran)} of {len(cases)} cases"
+            exact = case.floor_db is None
+            if r["status"] == "PASS" and r["non_finite"] == 0 and (
+                    r["mismatches"] == 0 if exact else r["psnr_db"] is not None and r["psnr_db"] >= case.floor_db):
+                ran.add(r["case"])
+            else:
+                problems.append(f"{case.name} ({r.get('variant') or 'plugin'}): {r['status']}, "
+                                + (f"{r.get('mismatches')} mismatches" if exact else f"{r.get('psnr_db')} dB")
+                                + f", {r.get('message') or ''}")
+        problems += [f"{c.name}: not run" for i, c in enumerate(cases) if f"{c.op}_{i}" not in ran]
         return problems
+
+    def verdicts(self, op, cases, ctx) -> list[str]:
+        from plugins import trt
+        from plugins.trt import harness
+        lib = ctx["request"].getfixturevalue("trt_plugins_lib")
+        folder = ctx["tmp"].mktemp(f"harness_{op}")
+        self.write(op, cases, folder)
+        proc, results = harness.run(lib.parent / trt.HARNESS_NAME, lib, folder, json_path=folder / "results.json")
+        assert results is not None, f"exit {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+        return self.problems(cases, results)
 
 
 class TrtBuilder(Backend):
@@ -345,3 +362,31 @@ def test_op_on_backend(op, backend, tmp_path_factory, request):
     else:
         problems = [p for case, got in zip(cases, backend.outputs(op, cases, ctx)) for p in compare(case, got)]
     assert not problems, f"{op} on {backend.name}: {len(problems)} problem(s):\n" + "\n".join(problems)
+
+
+def test_plugin_row_reads_the_harness_by_replay(trt_plugins_lib, tmp_path):
+    """The TensorRT plugin row without a GPU: the harness replays outputs made here (the oracle in each
+    case's dtype, one of them corrupted) against the references the row wrote, and the row's reading of
+    its verdicts names exactly the corrupted case."""
+    from plugins import trt
+    for op in OPS:
+        cases = [c for c in op_cases.table_cases(op) if "released" not in c.name]
+        cases = cases[:2] + [c for c in cases if c.dtype == torch.float16][:1]
+        folder, outputs = tmp_path / op, tmp_path / op / "outputs"
+        TrtPlugin.write(op, cases, folder)
+        outputs.mkdir()
+        for i, c in enumerate(cases):
+            for name, want in op_cases.oracle(c).items():
+                got = want.to(c.dtype if want.is_floating_point() else torch.int32).numpy().copy()
+                if i == 1:  # the corrupted one
+                    got.flat[3] += 1
+                got.astype(got.dtype.newbyteorder("<"), copy=False).tofile(outputs / f"{op}_{i}.{name}.out")
+        results_file = folder / "results.json"
+        proc = subprocess.run([str(trt_plugins_lib.parent / trt.HARNESS_NAME), "--library", str(trt_plugins_lib),
+                               "--cases", str(folder), "--replay", str(outputs), "--json", str(results_file)],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1, proc.stdout + proc.stderr  # one case fails
+        import json
+        problems = TrtPlugin.problems(cases, json.loads(results_file.read_text()))
+        assert [p.split(" (")[0] for p in problems if "not run" not in p] == [cases[1].name], problems
+        assert [p for p in problems if "not run" in p] == [f"{cases[1].name}: not run"], problems
