@@ -23,6 +23,7 @@ from benchmarks.near_tie import compare_paths
 from models import ops
 from plugins import kernels
 from runtime.metrics import max_abs_diff, psnr_peak1
+from test_op_backends import cuda_kernels
 
 REASON = "needs a CUDA GPU and the built kernels library (python -m plugins.build, or $SRDEPLOY_KERNELS_LIB)"
 VARIANT_ENV, VARIANTS = bench_kernels.VARIANT_ENV, bench_kernels.VARIANTS
@@ -30,17 +31,7 @@ FP32_DB, FP16_DB = op_cases.FLOORS_DB[torch.float32], op_cases.FLOORS_DB[torch.f
 END_TO_END_FP16_DB = 45.0
 
 
-def _kernels():
-    """(the loaded library or None, why not)."""
-    if not torch.cuda.is_available():
-        return None, "torch sees no CUDA device"
-    try:
-        return kernels.load(), ""
-    except kernels.KernelsUnavailable as e:
-        return None, str(e)
-
-
-KERNELS, WHY_NOT = _kernels()
+KERNELS, WHY_NOT = cuda_kernels()
 if KERNELS is None and os.environ.get("SRDEPLOY_REQUIRE_GPU") == "1":  # scripts/gpu_check.sh: no silent all-skip
     raise RuntimeError(f"SRDEPLOY_REQUIRE_GPU=1 but the GPU tests cannot run: {WHY_NOT}")
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(KERNELS is None, reason=REASON)]

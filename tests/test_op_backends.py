@@ -22,7 +22,10 @@ imported only by the rows that need them.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -33,7 +36,7 @@ import pytest
 import torch
 from torch import nn
 
-import models  # noqa: F401  (registers torch.ops.srdeploy)
+import models.ops  # noqa: F401  (registers torch.ops.srdeploy)
 from benchmarks import op_cases
 from benchmarks.op_cases import OpCase
 from models.ops.contract import OPS
@@ -109,7 +112,8 @@ def one_op_graph(op: str, mode: str, tmp_path_factory) -> tuple:
 
 class Backend:
     """One column of the table: ``missing()`` says why it cannot run here (None: it can), ``select``
-    picks the cases it takes, ``outputs`` runs them."""
+    picks the cases it takes, ``problems`` runs them and says what is wrong (by default: ``outputs``
+    against the oracle). ``ctx``: pytest's tmp_path_factory and request."""
     name = ""
     gpu = False
 
@@ -121,6 +125,9 @@ class Backend:
 
     def outputs(self, op: str, cases: list[OpCase], ctx) -> list[tuple[torch.Tensor, ...]]:
         raise NotImplementedError
+
+    def problems(self, op: str, cases: list[OpCase], ctx) -> list[str]:
+        return [p for case, got in zip(cases, self.outputs(op, cases, ctx)) for p in compare(case, got)]
 
 
 class TorchReference(Backend):
@@ -182,8 +189,9 @@ class OrtCustomOp(OrtDecomposition):
         assert [a.name for a in node.attribute] == [a.name for a in OPS[op].attributes]
 
 
-def _cuda_kernels():
-    """(the kernels library or None, why not)."""
+@functools.cache
+def cuda_kernels():
+    """(the CUDA kernels library or None, why not); tests/test_kernels_gpu.py uses it too."""
     if not torch.cuda.is_available():
         return None, "torch sees no CUDA device"
     from plugins import kernels
@@ -198,10 +206,10 @@ class CudaKernel(Backend):
     gpu = True
 
     def missing(self):
-        return _cuda_kernels()[1] or None
+        return cuda_kernels()[1] or None
 
     def outputs(self, op, cases, ctx):
-        fn = getattr(_cuda_kernels()[0], OPS[op].torch_name)  # the binding's methods carry the torch ops' names
+        fn = getattr(cuda_kernels()[0], OPS[op].torch_name)  # the binding's methods carry the torch ops' names
         out = []
         for c in cases:  # the oracle's values, moved to the GPU
             got = c.call(fn, [t.cuda() for t in c.inputs().values()])
@@ -234,7 +242,7 @@ class TrtPlugin(Backend):
         harness.write_cases(folder, selected)
 
     @staticmethod
-    def problems(cases: list[OpCase], results: dict) -> list[str]:
+    def read_verdicts(cases: list[OpCase], results: dict) -> list[str]:
         """The harness's rows against the floors (not only its own verdict); a case with no passing row
         (under any variant) is a problem too."""
         problems, ran = [], set()
@@ -253,7 +261,7 @@ class TrtPlugin(Backend):
         problems += [f"{c.name}: not run" for i, c in enumerate(cases) if f"{c.op}_{i}" not in ran]
         return problems
 
-    def verdicts(self, op, cases, ctx) -> list[str]:
+    def problems(self, op, cases, ctx):
         from plugins import trt
         from plugins.trt import harness
         lib = ctx["request"].getfixturevalue("trt_plugins_lib")
@@ -261,16 +269,27 @@ class TrtPlugin(Backend):
         self.write(op, cases, folder)
         proc, results = harness.run(lib.parent / trt.HARNESS_NAME, lib, folder, json_path=folder / "results.json")
         assert results is not None, f"exit {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-        return self.problems(cases, results)
+        return self.read_verdicts(cases, results)
 
 
 class TrtBuilder(Backend):
+    """TensorRT for RTX parses the ``--ops onnx`` graph and builds it with a profile spanning the graph's
+    cases, on the CPU. Running the engine needs a GPU: this row proves the build, not the values."""
     name = "TensorRT parser + builder"
 
     def missing(self):
         if importlib.util.find_spec("tensorrt_rtx") is None:
             return "tensorrt_rtx is not installed (pip install -e '.[dev]' pins tensorrt-rtx-cu13)"
         return OrtDecomposition().missing()
+
+    def select(self, op, cases, ctx):
+        return one_op_graph(op, "onnx", ctx["tmp"])[2]
+
+    def problems(self, op, cases, ctx):
+        proc = _rtx_build(one_op_graph(op, "onnx", ctx["tmp"])[1], _profile(cases))
+        if proc.returncode != 0 or not proc.stdout.split() or int(proc.stdout.split()[-1]) <= 0:
+            return [f"TensorRT-RTX did not build the {op} graph: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"]
+        return []
 
 
 BACKENDS = [TorchReference(), OrtDecomposition(), OrtCustomOp(), CudaKernel(), TrtPlugin(), TrtBuilder()]
@@ -325,7 +344,6 @@ def _rtx_build(onnx_path: Path, profile: dict[str, list[tuple[int, ...]]]) -> su
             sys.exit("the builder returned no engine")
         print(engine.nbytes)
     """)
-    import json
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     return subprocess.run([sys.executable, "-c", code, str(onnx_path), json.dumps(profile)], capture_output=True,
                           text=True, timeout=300, env=env)
@@ -350,17 +368,7 @@ def test_op_on_backend(op, backend, tmp_path_factory, request):
     ctx = {"tmp": tmp_path_factory, "request": request}
     cases = backend.select(op, op_cases.table_cases(op), ctx)
     assert cases, f"{backend.name} takes none of the {op} cases"
-    if isinstance(backend, TrtBuilder):
-        _, path, graph_cases = one_op_graph(op, "onnx", tmp_path_factory)
-        proc = _rtx_build(path, _profile(graph_cases))
-        assert proc.returncode == 0, f"TensorRT-RTX did not build the {op} graph: exit {proc.returncode}\n" \
-                                     f"{proc.stdout}\n{proc.stderr}"
-        assert int(proc.stdout.split()[-1]) > 0
-        return
-    if isinstance(backend, TrtPlugin):
-        problems = backend.verdicts(op, cases, ctx)
-    else:
-        problems = [p for case, got in zip(cases, backend.outputs(op, cases, ctx)) for p in compare(case, got)]
+    problems = backend.problems(op, cases, ctx)
     assert not problems, f"{op} on {backend.name}: {len(problems)} problem(s):\n" + "\n".join(problems)
 
 
@@ -386,7 +394,29 @@ def test_plugin_row_reads_the_harness_by_replay(trt_plugins_lib, tmp_path):
                                "--cases", str(folder), "--replay", str(outputs), "--json", str(results_file)],
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 1, proc.stdout + proc.stderr  # one case fails
-        import json
-        problems = TrtPlugin.problems(cases, json.loads(results_file.read_text()))
-        assert [p.split(" (")[0] for p in problems if "not run" not in p] == [cases[1].name], problems
-        assert [p for p in problems if "not run" in p] == [f"{cases[1].name}: not run"], problems
+        problems = TrtPlugin.read_verdicts(cases, json.loads(results_file.read_text()))
+        failed, not_run = [p for p in problems if not p.endswith(": not run")], problems[-1:]
+        assert len(failed) == 1 and failed[0].startswith(f"{cases[1].name} (replay): FAIL"), problems
+        assert not_run == [f"{cases[1].name}: not run"], problems
+
+
+def test_the_comparison_finds_what_is_wrong():
+    """What every row's verdict rests on: the oracle's own outputs pass; a flipped index, a small error
+    in fp32 (above the fp16 floor, below the fp32 one), a NaN, a wrong dtype or shape each fail."""
+    sort = op_cases.table_cases("BucketSort")[0]
+    order, rank = op_cases.oracle(sort).values()
+    assert compare(sort, (order, rank)) == []
+    swapped = order.clone()
+    swapped[0, :2] = swapped[0, :2].flip(0)
+    assert compare(sort, (swapped, rank)) == [f"{sort.name} order: 2 of {order.numel()} differ (exact expected)"]
+    assert "expected torch.int32" in compare(sort, (order.long(), rank))[0]
+    fold = op_cases.table_cases("CrossScaleFold")[0]
+    (want,) = op_cases.oracle(fold).values()
+    assert compare(fold, (want.float(),)) == []
+    noisy = want + 1e-4 * torch.randn(want.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    (problem,) = compare(fold, (noisy.float(),))
+    assert " dB < 100.0 dB" in problem and compare(dataclasses.replace(fold, dtype=torch.float16), (noisy.half(),)) == []
+    broken = want.float().clone()
+    broken[0, 0, 0, 0] = float("nan")
+    assert compare(fold, (broken,)) == [f"{fold.name} out: non-finite values"]
+    assert "expected torch.float32" in compare(fold, (want.float()[:1],))[0]
