@@ -19,6 +19,9 @@ fp32 >= 100 dB, fp16 >= 60 dB. A backend runs the cases it can take and says whi
 Each backend skips with its reason where it is missing (no GPU, no kernels library, no
 onnxruntime-extensions, no TensorRT). The GPU machine has no onnx-graphsurgeon: the export modules are
 imported only by the rows that need them.
+
+Long module: the table is one place on purpose (six backends, the one-op graphs they share and the one
+comparison every row rests on); split up, the rows would drift apart.
 """
 from __future__ import annotations
 
