@@ -18,6 +18,7 @@ import torch
 
 import models
 from models.base import SRModel
+from runtime.metrics import psnr_peak1 as psnr  # noqa: F401  (the one parity PSNR; benchmarks.parity calls common.psnr)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SRDEPLOY_SHARED", REPO.parent / "shared"))
@@ -152,12 +153,6 @@ def real_lr(h: int, w: int, scale: int, index: int = 0) -> tuple[torch.Tensor, s
             return torch.from_numpy(crop).permute(2, 0, 1)[None].contiguous(), f"Set5/{name}"
     g = torch.Generator().manual_seed(h * 1000 + w)
     return torch.rand(1, 3, h, w, generator=g), "uniform noise (Set5 not found)"
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR with peak 1 (DESIGN.md §5): a, b in the [0, 1] range."""
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 def lsh_min_margin(model: SRModel, x: torch.Tensor) -> float | None:

@@ -16,11 +16,11 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
-from benchmarks.common import lsh_min_margin, psnr
+from benchmarks.common import lsh_min_margin
 from models.nlsn import NonLocalSparseAttention
+from runtime.metrics import psnr
 
 NEAR_TIE = 1e-5  # smallest relative argmax gap under which a bucket flip counts as a near-tie
 
@@ -78,10 +78,6 @@ def forced_codes(model, codes: list[torch.Tensor]):
         yield
 
 
-def _to_unit(y: torch.Tensor, peak: float) -> np.ndarray:
-    return (y.detach().double() / peak).cpu().numpy()
-
-
 def compare_paths(model_a, run_a: Callable, model_b, run_b: Callable, x: torch.Tensor, *, floor_db: float,
                   peak: float = 1.0) -> dict[str, Any]:
     """PSNR of ``run_a(model_a, x)`` against the reference ``run_b(model_b, x)`` (peak ``peak``; the
@@ -96,7 +92,7 @@ def compare_paths(model_a, run_a: Callable, model_b, run_b: Callable, x: torch.T
         with recorded_codes(model_b) as codes_b:
             yb = run_b(model_b, x)
         flipped = sum(int((a != b).sum()) for a, b in zip(codes_a, codes_b))
-        row: dict[str, Any] = {"psnr_db": psnr(_to_unit(ya, peak), _to_unit(yb, peak)), "floor_db": floor_db,
+        row: dict[str, Any] = {"psnr_db": psnr(ya, yb, peak), "floor_db": floor_db,
                                "flipped": flipped, "lsh_margin": None}
         if not flipped:
             row["passed"] = row["psnr_db"] >= floor_db
@@ -105,7 +101,7 @@ def compare_paths(model_a, run_a: Callable, model_b, run_b: Callable, x: torch.T
         row["lsh_margin"] = lsh_min_margin(model_b, x)
         with forced_codes(model_b, codes_a):
             forced = run_b(model_b, x)
-    row["forced_psnr_db"] = psnr(_to_unit(ya, peak), _to_unit(forced, peak))
+    row["forced_psnr_db"] = psnr(ya, forced, peak)
     near = row["lsh_margin"] is not None and row["lsh_margin"] < NEAR_TIE
     if row["psnr_db"] >= floor_db:
         row["passed"], row["note"] = True, f"{flipped} positions flipped, above the floor anyway"

@@ -1,6 +1,5 @@
 """python -m export.onnx: every model × scale × mode exports, runs in onnxruntime at several sizes from
 one dynamic file at ≥ 100 dB against PyTorch, and holds exactly the nodes its mode promises."""
-import math
 
 import numpy as np
 import onnx
@@ -13,6 +12,7 @@ from export import onnx as export_onnx
 from export.onnx import ExportError, export_model, main
 from export.ort import custom_ops_available
 from models.ops.contract import OPS
+from runtime.metrics import psnr_peak1
 from runtime.ort import OrtBackend
 
 SMALL = {
@@ -28,11 +28,6 @@ SIZES = {
     "csnln": [(1, 2, 3), (2, 3, 2), (1, 4, 5)],  # in units of u
     "edsr": [(1, 3, 11), (2, 8, 8), (1, 5, 7)],
 }
-
-
-def psnr(a, b):
-    mse = torch.mean((a.double() - b.double()) ** 2).item()
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 def small_model(name, scale):
@@ -110,7 +105,7 @@ def test_export_runs_at_several_sizes_from_one_file(exported, name, scale, mode)
             expected = model(x)
         got = backend(x)
         assert got.shape == expected.shape
-        assert psnr(got, expected) >= 100, f"{name} x{scale} --ops {mode} at {n}x3x{h}x{w}"
+        assert psnr_peak1(got, expected) >= 100, f"{name} x{scale} --ops {mode} at {n}x3x{h}x{w}"
 
 
 @pytest.mark.parametrize("mode", ["onnx", "plugin"])
@@ -132,7 +127,7 @@ def test_fixed_size_export_and_its_size_rule(tmp_path, mode):
         backend.valid_size(7, 7)
     x = torch.rand(1, 3, 6, 8)
     with torch.no_grad():
-        assert psnr(backend(x), model(x)) >= 100
+        assert psnr_peak1(backend(x), model(x)) >= 100
 
 
 def _tensor_types(proto):
@@ -187,7 +182,7 @@ def test_fp16_parity_on_a_real_image(exported, name, scale, mode):
     with torch.no_grad():
         expected = model(x)
     got = OrtBackend(path)(x)
-    assert psnr(got.clamp(0, 1), expected.clamp(0, 1)) >= 45
+    assert psnr_peak1(got.clamp(0, 1), expected.clamp(0, 1)) >= 45
 
 
 # ----------------------------------------------------------------------------- bad input

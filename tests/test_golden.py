@@ -1,18 +1,13 @@
 """The project's models against outputs of the official implementations (DESIGN.md §5: ≥ 100 dB)."""
-import math
 
 import pytest
 import torch
 
 from conftest import GOLDEN
 from golden import load_golden
+from runtime.metrics import psnr_peak1
 
 FILES = sorted(GOLDEN.glob("*.npz"))
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = torch.mean((a.double() - b.double()) ** 2).item()
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 def test_golden_files_present():
@@ -28,7 +23,7 @@ def test_golden_parity(path):
     with torch.no_grad():
         out = model(x)
     assert out.shape == expected.shape
-    value = psnr(out, expected)
+    value = psnr_peak1(out, expected)
     print(f"{path.stem}: {value:.1f} dB, max abs diff {(out - expected).abs().max().item():.2e}")
     assert value >= 100.0
 
@@ -40,4 +35,4 @@ def test_golden_detects_wrong_rotations(path):
     for block in model.attention_blocks():
         block.rotations.copy_(torch.randn(block.rotations.shape, generator=torch.Generator().manual_seed(7)))
     with torch.no_grad():
-        assert psnr(model(x), expected) < 100.0
+        assert psnr_peak1(model(x), expected) < 100.0

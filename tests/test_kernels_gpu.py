@@ -22,23 +22,16 @@ from benchmarks.gpu_summary import record_parity
 from benchmarks.near_tie import compare_paths
 from models import ops
 from plugins import kernels
+from runtime.metrics import max_abs_diff, psnr_peak1
+from test_op_backends import cuda_kernels
 
 REASON = "needs a CUDA GPU and the built kernels library (python -m plugins.build, or $SRDEPLOY_KERNELS_LIB)"
 VARIANT_ENV, VARIANTS = bench_kernels.VARIANT_ENV, bench_kernels.VARIANTS
-FP32_DB, FP16_DB, END_TO_END_FP16_DB = 100.0, 60.0, 45.0
+FP32_DB, FP16_DB = op_cases.FLOORS_DB[torch.float32], op_cases.FLOORS_DB[torch.float16]
+END_TO_END_FP16_DB = 45.0
 
 
-def _kernels():
-    """(the loaded library or None, why not)."""
-    if not torch.cuda.is_available():
-        return None, "torch sees no CUDA device"
-    try:
-        return kernels.load(), ""
-    except kernels.KernelsUnavailable as e:
-        return None, str(e)
-
-
-KERNELS, WHY_NOT = _kernels()
+KERNELS, WHY_NOT = cuda_kernels()
 if KERNELS is None and os.environ.get("SRDEPLOY_REQUIRE_GPU") == "1":  # scripts/gpu_check.sh: no silent all-skip
     raise RuntimeError(f"SRDEPLOY_REQUIRE_GPU=1 but the GPU tests cannot run: {WHY_NOT}")
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(KERNELS is None, reason=REASON)]
@@ -53,19 +46,11 @@ def strict_fp32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return common.psnr(a.detach().double().cpu().numpy(), b.detach().double().cpu().numpy())
-
-
-def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).abs().max())
-
-
 def check_floor(name: str, got: torch.Tensor, want: torch.Tensor, floor: float) -> None:
     """Finite output, PSNR >= floor; the row goes to the parity log either way."""
     finite = bool(torch.isfinite(got).all())
-    db = psnr(got, want) if finite else -math.inf
-    record_parity(name, psnr_db=db, floor_db=floor, max_abs=max_abs(got, want) if finite else None,
+    db = psnr_peak1(got, want) if finite else -math.inf
+    record_parity(name, psnr_db=db, floor_db=floor, max_abs=max_abs_diff(got, want) if finite else None,
                   passed=finite and db >= floor, note="" if finite else "non-finite output")
     assert finite, f"{name}: non-finite output (poison left unwritten?)"
     assert db >= floor, f"{name}: {db:.1f} dB < {floor} dB"
@@ -212,7 +197,7 @@ def test_torch_ops_dispatch_to_kernels_on_cuda(kernels_enabled, monkeypatch):
                         lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
     q, v, order, rank = op_cases.sorted_attention_inputs(1, 24, 24, 64, 256, 144, 4, seed=1)
     got = torch.ops.srdeploy.bucket_attention(q, v, order, rank, 144, 4, op_cases.KEY_EPS)
-    assert calls and psnr(got, ops.bucket_attention_reference(q, v, order, rank, 144, 4, op_cases.KEY_EPS)) >= 100
+    assert calls and psnr_peak1(got, ops.bucket_attention_reference(q, v, order, rank, 144, 4, op_cases.KEY_EPS)) >= 100
     with kernels.reference_only():
         torch.ops.srdeploy.bucket_attention(q, v, order, rank, 144, 4, op_cases.KEY_EPS)
     assert len(calls) == 1

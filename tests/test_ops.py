@@ -1,5 +1,4 @@
 """Each custom op's reference against a straightforward, independent re-computation."""
-import math
 
 import numpy as np
 import pytest
@@ -8,11 +7,7 @@ import torch.nn.functional as F
 
 import models  # noqa: F401  (registers torch.ops.srdeploy)
 from models.ops import bucket_attention_reference
-
-
-def psnr(a, b):
-    mse = torch.mean((a.double() - b.double()) ** 2).item()
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+from runtime.metrics import psnr_peak1
 
 
 # ----------------------------------------------------------------------------- BucketSort
@@ -86,7 +81,7 @@ def test_bucket_attention_matches_dense(L, cs, R, N):
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
     # fp32 reference against the fp64 dense oracle: the DESIGN §5 floor.
     got32 = bucket_attention_reference(q.float(), v.float(), order, rank, cs, R, 5e-5)
-    assert psnr(got32 / want.abs().max(), want / want.abs().max()) >= 100
+    assert psnr_peak1(got32 / want.abs().max(), want / want.abs().max()) >= 100
 
 
 def test_bucket_attention_gradients():

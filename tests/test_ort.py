@@ -1,5 +1,4 @@
 """OrtBackend: a drop-in for the torch backend, driven by the metadata of the exported file."""
-import math
 
 import onnx
 import pytest
@@ -9,15 +8,11 @@ import models
 from export.onnx import export_model
 from models.base import InputSizeError
 from export.ort import MissingCustomOpsError, custom_ops_available
+from runtime.metrics import psnr_peak1
 from runtime.ort import OrtBackend
 
 needs_custom_ops = pytest.mark.skipif(not custom_ops_available(), reason="onnxruntime-extensions is not installed")
 NLSN_255 = dict(n_resblocks=1, n_feats=16, chunk_size=16, n_hashes=2, rgb_range=255)
-
-
-def psnr(a, b):
-    mse = torch.mean((a.double() - b.double()) ** 2).item()
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +35,7 @@ def test_backend_scales_by_rgb_range_and_matches_the_model(nlsn_plugin):
         expected = model(x * 255) / 255
     got = backend(x)
     assert got.dtype == torch.float32 and got.shape == (1, 3, 12, 14)
-    assert psnr(got, expected) >= 100
+    assert psnr_peak1(got, expected) >= 100
 
 
 @needs_custom_ops
@@ -53,7 +48,7 @@ def test_valid_size_follows_the_model_rules(nlsn_plugin):
     vh, vw = backend.valid_size(2, 3)
     x = torch.rand(1, 3, vh, vw)
     with torch.no_grad():
-        assert psnr(backend(x), model(x * 255) / 255) >= 100
+        assert psnr_peak1(backend(x), model(x * 255) / 255) >= 100
     with pytest.raises(InputSizeError, match="pad the input to"):
         backend(torch.rand(1, 3, 2, 3))
 
@@ -98,6 +93,6 @@ def test_open_exports_a_checkpoint_on_the_fly(tmp_path):
     x = torch.rand(1, 3, 5, 6)
     loaded = models.load(weights)  # what the file says (res_scale is not in it: the loader's rule)
     with torch.no_grad():
-        assert psnr(backend(x), loaded(x * 255) / 255) >= 100
+        assert psnr_peak1(backend(x), loaded(x * 255) / 255) >= 100
     with pytest.raises(ValueError, match="holds edsr x3, not edsr x2"):
         OrtBackend.open(backend.path, scale=2)

@@ -242,3 +242,32 @@ def test_parity_metrics_accept_tensors():
     assert max_abs_diff(a, b) == pytest.approx(1e-3, rel=1e-4)
     assert max_abs_diff(a.half(), a.half()) == 0.0
     assert max_abs_diff(np.zeros(3), np.array([0, -2.5, 1])) == 2.5
+
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_psnr_takes_tensors_of_any_float_dtype(dtype):
+    """The one parity PSNR (tests and benchmarks use it): tensors as they are (grad, dtype), numpy and
+    torch mixed, never broadcast."""
+    a = torch.rand(2, 3, 5, 7, generator=torch.Generator().manual_seed(0)).to(dtype)
+    b = (a.double() + 1e-3).to(dtype)
+    want = psnr(a.double().numpy(), b.double().numpy(), peak=1.0)
+    assert 40 < want < 80
+    assert psnr_peak1(a, b) == want and psnr_peak1(a.double().numpy(), b) == want
+    assert psnr(a.requires_grad_(), b, peak=255.0) == pytest.approx(want + 20 * math.log10(255))
+    assert psnr_peak1(a, a.detach().clone()) == math.inf
+    with pytest.raises(ValueError, match="shape mismatch"):
+        psnr_peak1(a, b[..., :6])
+
+
+def test_psnr_math_is_float64():
+    # float64 tensors 2^-30 apart: a difference fp32 math would round away (1 + 2^-30 is 1 in fp32)
+    a = torch.ones(4, dtype=torch.float64)
+    assert psnr_peak1(a, a + 2 ** -30) == pytest.approx(600 * math.log10(2))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (tensors on another device)")
+def test_psnr_takes_cuda_tensors():
+    a = torch.rand(3, 4, device="cuda", dtype=torch.float16)
+    assert psnr_peak1(a, a + 1e-2) == psnr_peak1(a.cpu(), (a + 1e-2).cpu())

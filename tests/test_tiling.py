@@ -10,6 +10,7 @@ from PIL import Image
 import models
 from runtime import tiling
 from runtime.backends import Backend, TorchBackend
+from runtime.metrics import psnr_peak1
 from runtime.pipeline import forward_x8, upscale
 
 TINY = {
@@ -22,11 +23,6 @@ TINY = {
 def tiny_backend(name: str, scale: int = 2, seed: int = 0) -> TorchBackend:
     torch.manual_seed(seed)
     return TorchBackend(models.build(name, scale, **TINY[name]))
-
-
-def psnr(a, b) -> float:
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
 
 
 @pytest.fixture(scope="module")
@@ -84,14 +80,14 @@ def test_tiled_equals_untiled_edsr(baby, tile, pad):
     full = upscale(baby, b)
     tiled = upscale(baby, b, tile=tile, tile_pad=pad)
     assert tiled.shape == full.shape == (104, 120, 3)
-    assert psnr(tiled, full) >= 100
+    assert psnr_peak1(tiled, full) >= 100
 
 
 def test_tiled_close_to_untiled_nlsn(baby):
     # Non-local attention sees the whole image: tiling can only approximate it.
     b = tiny_backend("nlsn")
     full = upscale(baby, b)
-    assert psnr(upscale(baby, b, tile=32, tile_pad=16), full) >= 40
+    assert psnr_peak1(upscale(baby, b, tile=32, tile_pad=16), full) >= 40
 
 
 def test_blending_is_seam_free():
@@ -239,7 +235,7 @@ def test_official_chop_pastes_in_the_right_place():
     x = torch.rand(1, 3, 70, 90, generator=torch.Generator().manual_seed(1))
     whole = b(x)
     chopped = tiling.official_chop(x, b, 2, tiling.NLSN_CHOP, min_size=1500)
-    assert psnr(chopped.numpy(), whole.numpy()) >= 100
+    assert psnr_peak1(chopped.numpy(), whole.numpy()) >= 100
 
 
 def test_official_chop_too_small_to_split_runs_whole():
@@ -279,7 +275,7 @@ def test_self_ensemble_is_the_official_mean_of_eight(baby):
     torch.testing.assert_close(forward_x8(x, b), expected, rtol=0, atol=1e-6)
     ours = upscale(baby, b, self_ensemble=True)
     np.testing.assert_allclose(ours, expected[0].clamp(0, 1).permute(1, 2, 0).numpy(), atol=1e-6)
-    assert psnr(ours, upscale(baby, b)) < 80  # the ensemble does change the result
+    assert psnr_peak1(ours, upscale(baby, b)) < 80  # the ensemble does change the result
 
 
 def test_self_ensemble_with_official_chop_chops_each_pass(baby):
