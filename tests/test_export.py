@@ -12,7 +12,7 @@ from export import cleanup, ops_plugin
 from export import onnx as export_onnx
 from export.onnx import ExportError, export_model, main
 from export.ort import custom_ops_available
-from runtime.ort import OrtBackend
+from runtime.backends import OrtBackend
 
 SMALL = {
     "nlsn": dict(n_resblocks=1, n_feats=16, chunk_size=16, n_hashes=2, rgb_range=1),
