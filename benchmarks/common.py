@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -18,7 +19,7 @@ import torch
 
 import models
 from models.base import SRModel
-from runtime.metrics import psnr_peak1 as psnr  # noqa: F401  (the one parity PSNR; benchmarks.parity calls common.psnr)
+from models.errors import SrdeployError, UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SRDEPLOY_SHARED", REPO.parent / "shared"))
@@ -92,7 +93,7 @@ def add_model_arguments(p: argparse.ArgumentParser, default_sizes: str) -> None:
                         "are bundled (EDSR))")
     p.add_argument("--random-weights", action="store_true",
                    help="random weights (seed 0) of --config for every model, even where weights are bundled")
-    p.add_argument("--config", choices=["small", "released"], default="small",
+    p.add_argument("--config", dest="model_config", choices=["small", "released"], default="small",
                    help="random weights only: small (tiny widths/depths, CPU minutes) or released (the papers' "
                         "configurations)")
     p.add_argument("--set", dest="options", action="append", type=option, default=[], metavar="KEY=VALUE",
@@ -103,6 +104,38 @@ def add_model_arguments(p: argparse.ArgumentParser, default_sizes: str) -> None:
                    help="where exported ONNX files go and are reused (default: a temporary folder, removed at "
                         "the end)")
     p.add_argument("--overwrite", action="store_true", help="replace existing result files")
+
+
+@dataclasses.dataclass
+class Sweep:
+    """What benchmarks.parity and benchmarks.latency run over (the flags of :func:`add_model_arguments`)."""
+    models: Sequence[str] = MODELS
+    scales: Sequence[int] = (2, 3, 4)
+    modes: Sequence[str] = MODES
+    sizes: Sequence[tuple[int, int]] = ((32, 32),)     # LR sizes, each raised to the model's valid size
+    weights: str | None = None                          # checkpoints: a {model}/{scale} pattern (None: bundled)
+    random_weights: bool = False                        # random weights (seed 0) even where weights are bundled
+    model_config: str = "small"                         # random weights: "small" or "released" configurations
+    options: Sequence[tuple[str, Any]] = ()             # model options (official names) for every model
+    work_dir: Path | None = None                        # exports kept here (None: a temporary folder)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **more):
+        """The configuration the command line asks for (``more``: fields that are not flags)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in vars(args).items() if k in names}, **more)
+
+    def check(self) -> None:
+        """Unknown names are a UsageError naming the flag, before any work."""
+        check_choices(("--modes", self.modes, MODES), ("--models", self.models, MODELS))
+
+
+def check_choices(*checks: tuple[str, Sequence[str], Sequence[str]]) -> None:
+    """Each (flag, values, allowed): a UsageError naming the flag for a value not allowed."""
+    for flag, values, allowed in checks:
+        unknown = [v for v in values if v not in allowed]
+        if unknown:
+            raise UsageError(f"{flag}: unknown {', '.join(unknown)}; choose from {', '.join(allowed)}")
 
 
 def weights_for(name: str, scale: int, pattern: str | None, random_weights: bool = False) -> str | None:
@@ -191,7 +224,7 @@ def export_dynamic(model: SRModel, mode: str, precision: str, work_dir: Path,
     """One dynamic ONNX file for (model, mode, precision) under work_dir; a file already there is
     reused only when its metadata says it holds this very configuration and weights."""
     from export.onnx import export_model
-    from runtime.ort import onnx_metadata
+    from runtime.backends import onnx_metadata
     path = work_dir / f"{model.name}_x{model.scale}_{mode}_{precision}.onnx"
     weights = weights.format(model=model.name, scale=model.scale) if weights else None
     info: dict[str, Any] = {"file": str(path), "weights": weights or "random (seed 0)"}
@@ -202,7 +235,7 @@ def export_dynamic(model: SRModel, mode: str, precision: str, work_dir: Path,
         try:
             meta = onnx_metadata(path)
             reuse = all(meta.get(k) == v for k, v in wanted.items())
-        except Exception:
+        except SrdeployError:  # not ONNX, or no metadata: export again over it
             reuse = False
     if not reuse:
         result = export_model(model, path, mode=mode, precision=precision, check=False, overwrite=True,
@@ -275,6 +308,16 @@ def work_dir(folder: Path | None, prefix: str):
         return
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         yield Path(tmp)
+
+
+def run_sweep(run, config: Sweep, prog: str, name: str):
+    """``run(config, work)`` with ``work`` = ``config.work_dir``, else a temporary folder removed at the end;
+    an SrdeployError (bad weights, an export refused) is the one-line :class:`UsageExit`, nothing written."""
+    try:
+        with work_dir(config.work_dir, f"srdeploy-{name}-") as work:
+            return run(config, work)
+    except SrdeployError as e:
+        raise fail(str(e), prog) from None
 
 
 def publish(tmp: str | Path, path: Path) -> None:

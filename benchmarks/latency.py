@@ -5,7 +5,9 @@
     python -m benchmarks.latency --models nlsn --scales 4 --sizes 48x48 --random-weights --config released --device cuda
 
 Per model × scale × LR size and backend: ``--warmup`` runs, then ``--repeat`` timed runs; median and
-p90 latency, images/s (batch / median) and peak memory. Peak memory: on CPU the peak resident set
+p90 latency, images/s (batch / median) and peak memory. Each backend is the runtime.backends object
+runtime.infer uses (TorchBackend, OrtBackend), timed as infer calls it: a [0, 1] CPU tensor in, a CPU
+tensor out (on CUDA the copies count). Peak memory: on CPU the peak resident set
 size above the level before the backend was set up (sampled every millisecond by a thread; freed
 heap is handed back to the OS between cases; onnxruntime's figure includes its copy of the weights,
 torch's weights were resident before);
@@ -17,6 +19,7 @@ dominates. Writes latency.json, latency.md and latency.png to --out-dir.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import os
@@ -26,17 +29,38 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from benchmarks import common
-from export.ort import custom_ops_available, make_session
-from runtime import ort as rt
+from export.ort import custom_ops_available
+from models.errors import SrdeployError, UsageError
+from models.files import atomic_write
+from runtime.backends import TorchBackend
 
 BACKENDS = ("torch", "ort-onnx", "ort-plugin")
+DEFAULT_SIZES = "32x32,64x64"
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+@dataclasses.dataclass
+class LatencyConfig(common.Sweep):
+    """What ``run`` measures (the command line's flags, as an API)."""
+    sizes: Sequence[tuple[int, int]] = tuple(common.csv(common.size)(DEFAULT_SIZES))
+    device: str = "cpu"                 # torch on that device, onnxruntime with that provider
+    batch: int = 1
+    threads: int = 1                    # intra-op threads of torch and onnxruntime
+    warmup: int = 3
+    repeat: int = 20
+    profile_dir: Path | None = None     # onnxruntime's per-op profile of the slowest case goes here (None: none)
+
+    def check(self) -> None:
+        """Unknown names and a CUDA device torch cannot see: one-line errors before any work."""
+        super().check()
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UsageError("--device cuda but torch sees no CUDA device; use --device cpu")
 
 
 def _rss() -> int:
@@ -102,21 +126,14 @@ def measure(fn: Callable[[], Any], warmup: int, repeat: int, sync: Callable[[], 
             "p90_ms": float(np.percentile(times_ms, 90, method="higher")), "min_ms": times_ms[0]}
 
 
-def torch_case(model, x: torch.Tensor, device: str):
-    model = model.to(device)
-    x = x.to(device)
-
-    def run():
-        with torch.no_grad():
-            return model(x)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    return run, sync
-
-
-def ort_case(path: Path, x: torch.Tensor, device: str, threads: int, profile: str | None = None):
-    session = make_session(path, device, threads=threads, profile=profile)
-    feed = {session.get_inputs()[0].name: x.numpy()}
-    return (lambda: session.run(None, feed)), session
+def backend_case(backend: str, model, path: Path | None, config: LatencyConfig, profile: str | None = None):
+    """The runtime backend for ``backend`` (a BACKENDS name), as runtime.infer would run it: the torch
+    network on ``config.device``, or the ONNX file ``path`` in onnxruntime with ``config.threads``."""
+    if backend == "torch":
+        return TorchBackend(model, config.device)
+    from runtime.backends import OrtBackend
+    device = "cuda" if config.device.startswith("cuda") else "cpu"
+    return OrtBackend(path, device, threads=config.threads, profile=profile)
 
 
 def op_profile(trace_file: str, top: int = 8) -> list[dict[str, Any]]:
@@ -132,73 +149,77 @@ def op_profile(trace_file: str, top: int = 8) -> list[dict[str, Any]]:
     return [{"op": op, "ms_per_run": None, "total_us": us, "share": us / total} for op, us in ranked]
 
 
-def run(args, work: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    torch.set_num_threads(args.threads)
-    ort_device = "cuda" if args.device.startswith("cuda") else "cpu"
+def run(config: LatencyConfig, work: Path | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every row of the measurement, what was exported and the profile; ``work``: where exports go
+    (default: ``config.work_dir``, else a temporary folder removed at the end)."""
+    if work is None:
+        with common.work_dir(config.work_dir, "srdeploy-latency-") as work:
+            return run(config, work)
+    torch.set_num_threads(config.threads)
+    cuda = config.device.startswith("cuda")
     rows, exports = [], []
-    for name in args.models:
-        for scale in args.scales:
-            weights = common.weights_for(name, scale, args.weights, args.random_weights)
-            model = common.build_model(name, scale, args.config, args.options, weights)
+    for name in config.models:
+        for scale in config.scales:
+            weights = common.weights_for(name, scale, config.weights, config.random_weights)
+            model = common.build_model(name, scale, config.model_config, config.options, weights)
             files = {}
-            for mode in args.modes:
+            for mode in config.modes:
                 path, info = common.export_dynamic(model, mode, "fp32", work, weights)
                 exports.append({"model": name, "scale": scale, "mode": mode, **info})
                 files[mode] = path
-            for h, w in args.sizes:
+            for h, w in config.sizes:
                 h, w = model.valid_size(h, w)
-                x = torch.rand(args.batch, 3, h, w, generator=torch.Generator().manual_seed(0)) * model.rgb_range
-                for backend in ["torch"] + [f"ort-{m}" for m in args.modes]:
-                    row = {"model": name, "scale": scale, "size": f"{h}x{w}", "batch": args.batch,
-                           "backend": backend, "device": args.device}
+                # [0, 1] as every backend takes it (the backend scales to the network's range)
+                x = torch.rand(config.batch, 3, h, w, generator=torch.Generator().manual_seed(0))
+                for backend in ["torch"] + [f"ort-{m}" for m in config.modes]:
+                    row = {"model": name, "scale": scale, "size": f"{h}x{w}", "batch": config.batch,
+                           "backend": backend, "device": config.device}
                     mode = backend[4:]
                     if mode == "plugin" and not custom_ops_available():
                         row["status"] = "not available (custom ops need onnxruntime-extensions)"
                         rows.append(row)
                         continue
+                    runner = None
                     try:
                         _release_freed_memory()
                         with PeakRSS() as mem:  # from before the backend is set up to its last run
-                            if backend == "torch":
-                                if args.device.startswith("cuda"):
-                                    torch.cuda.reset_peak_memory_stats()
-                                fn, sync = torch_case(model, x, args.device)
-                            else:
-                                fn, session = ort_case(files[mode], x, ort_device, args.threads)
-                                sync = lambda: None  # noqa: E731  (session.run returns host arrays)
-                            row.update(measure(fn, args.warmup, args.repeat, sync))
-                        if args.device.startswith("cuda"):
-                            row["peak_mib"] = (torch.cuda.max_memory_allocated() / 2**20 if backend == "torch" else None)
+                            if backend == "torch" and cuda:
+                                torch.cuda.reset_peak_memory_stats()
+                            runner = backend_case(backend, model, files.get(mode), config)
+                            sync = torch.cuda.synchronize if cuda and backend == "torch" else (lambda: None)
+                            row.update(measure(lambda: runner(x), config.warmup, config.repeat, sync))
+                        if cuda:
+                            row["peak_mib"] = torch.cuda.max_memory_allocated() / 2**20 if backend == "torch" else None
                         else:
                             row["peak_mib"] = mem.mib
-                        row["images_per_s"] = args.batch / (row["median_ms"] / 1000)
+                        row["images_per_s"] = config.batch / (row["median_ms"] / 1000)
                         row["status"] = "ok"
                     except Exception as e:
                         row["status"] = f"error: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
                     finally:
-                        fn = sync = session = None  # drop the session (and its arena) before the next case
+                        runner = None  # drop the session (and its arena) before the next case
                         model.to("cpu")
                     rows.append(row)
                     print(_line(row), flush=True)
-    profile = profile_slowest(rows, work, args) if args.profile else None
-    return rows, {"exports": exports, "work_dir": str(args.work_dir) if args.work_dir else "temporary (removed)",
+    profile = profile_slowest(rows, work, config) if config.profile_dir is not None else None
+    return rows, {"exports": exports, "work_dir": str(config.work_dir) if config.work_dir else "temporary (removed)",
                   "profile": profile}
 
 
-def profile_slowest(rows, work: Path, args) -> dict[str, Any] | None:
+def profile_slowest(rows, work: Path, config: LatencyConfig) -> dict[str, Any] | None:
     ort_rows = [r for r in rows if r["backend"].startswith("ort") and r.get("status") == "ok"]
     if not ort_rows:
         return None
     slow = max(ort_rows, key=lambda r: r["median_ms"])
     path = work / f"{slow['model']}_x{slow['scale']}_{slow['backend'][4:]}_fp32.onnx"
     h, w = (int(v) for v in slow["size"].split("x"))
-    x = torch.rand(args.batch, 3, h, w) * rt.onnx_metadata(path)["rgb_range"]
-    fn, session = ort_case(path, x, "cuda" if args.device.startswith("cuda") else "cpu", args.threads,
-                           profile=str(args.out_dir / "ort_profile"))  # a result: kept with the others
-    runs = max(3, min(args.repeat, 10))
+    x = torch.rand(config.batch, 3, h, w)
+    runner = backend_case(slow["backend"], None, path, config,
+                          profile=str(config.profile_dir / "ort_profile"))  # a result: kept with the others
+    runs = max(3, min(config.repeat, 10))
     for _ in range(runs):
-        fn()
-    trace = session.end_profiling()
+        runner(x)
+    trace = runner.end_profiling()
     ops = op_profile(trace)
     for op in ops:
         op["ms_per_run"] = op["total_us"] / 1000 / runs
@@ -238,7 +259,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     image = io.BytesIO()
     fig.savefig(image, format="png", dpi=120)
     plt.close(fig)
-    common.write_atomic(path, image.getvalue())
+    atomic_write(path, image.getvalue())
 
 
 COLUMNS = [("model", "model"), ("scale", "scale"), ("size", "LR size"), ("batch", "batch"), ("backend", "backend"),
@@ -252,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     examples = __doc__.split("\n\n")[1]
     p = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__.split("\n\n")[2],
                                 epilog="examples:\n" + examples, formatter_class=HelpFormatter)
-    common.add_model_arguments(p, default_sizes="32x32,64x64")
+    common.add_model_arguments(p, default_sizes=DEFAULT_SIZES)
     p.add_argument("--device", default="cpu", metavar="{cpu,cuda,cuda:N}",
                    help="torch on that device, onnxruntime with that provider")
     p.add_argument("--batch", type=_positive, default=1, help="images per run")
@@ -275,30 +296,29 @@ def _check_matplotlib() -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    config = LatencyConfig.from_args(args, profile_dir=args.out_dir if args.profile else None)
+    try:
+        config.check()
+    except SrdeployError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     from export.onnx import quiet_torch_exporter
     quiet_torch_exporter()
-    for flag, values, allowed in [("--modes", args.modes, common.MODES), ("--models", args.models, common.MODELS)]:
-        unknown = [v for v in values if v not in allowed]
-        if unknown:
-            print(f"error: {flag}: unknown {', '.join(unknown)}; choose from {', '.join(allowed)}", file=sys.stderr)
-            return 2
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("error: --device cuda but torch sees no CUDA device; use --device cpu", file=sys.stderr)
-        return 2
     outs = [args.out_dir / f"latency.{ext}" for ext in ("json", "md", "png")][:3 if args.plot else 2]
     common.check_outputs(outs, args.overwrite, args.work_dir, "python -m benchmarks.latency")
     if args.plot:
         _check_matplotlib()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with common.work_dir(args.work_dir, "srdeploy-latency-") as work:
-        rows, extra = run(args, work)
+    rows, extra = common.run_sweep(run, config, "python -m benchmarks.latency", "latency")
     env = common.environment()
     result = {"benchmark": "latency", "argv": sys.argv[1:] if argv is None else list(argv), "environment": env,
-              "config": args.config, "device": args.device, "threads": args.threads, "warmup": args.warmup,
-              "repeat": args.repeat, "seconds": round(time.perf_counter() - start, 1), "rows": rows, **extra}
+              "config": config.model_config, "device": config.device, "threads": config.threads,
+              "warmup": config.warmup, "repeat": config.repeat, "seconds": round(time.perf_counter() - start, 1),
+              "rows": rows, **extra}
     text = common.table(rows, COLUMNS)
-    md = [f"# Latency ({args.config} configs, {args.device}, {args.threads} thread(s), batch {args.batch})", "", text]
+    md = [f"# Latency ({config.model_config} configs, {config.device}, {config.threads} thread(s), "
+          f"batch {config.batch})", "", text]
     prof = extra.get("profile")
     if prof:
         case = prof["case"]
@@ -306,10 +326,10 @@ def main(argv=None) -> int:
                    f"({case['model']} x{case['scale']} {case['size']} {case['backend']}, {prof['runs']} runs)", "",
                common.table(prof["ops"], [("op", "op"), ("ms_per_run", "ms / run"), ("share", "share")])]
     common.write_json(outs[0], result)
-    common.write_atomic(outs[1], "\n".join(md) + "\n")
+    atomic_write(outs[1], "\n".join(md) + "\n")
     if args.plot:
-        plot(rows, outs[2], f"srdeploy latency, {args.config} configs, {args.device} ({env['cpu']}), "
-                            f"{args.threads} thread(s)")
+        plot(rows, outs[2], f"srdeploy latency, {config.model_config} configs, {config.device} ({env['cpu']}), "
+                            f"{config.threads} thread(s)")
     print("\n" + "\n".join(md[2:]))
     print(f"\nwrote {', '.join(map(str, outs))}")
     bad = [r for r in rows if r.get("status", "").startswith("error")]

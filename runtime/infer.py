@@ -306,7 +306,7 @@ def _scale_hint(args) -> int | None:
         return args.scale
     try:
         if args.onnx:
-            from .ort import onnx_metadata
+            from .backends import onnx_metadata
             return int(onnx_metadata(args.onnx)["scale"])
         if args.backend == "trt":
             return None

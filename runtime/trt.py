@@ -1,8 +1,7 @@
-"""TensorRT backend, engine sidecars and the srdeploy plugin library.
+"""TensorRT engine tools: sidecars, targets, the srdeploy plugin library, machine info.
 
-    backend = TrtBackend("nlsn_x2.engine")          # checks the sidecar, loads the plugins, then the engine
-    y = backend(x)                                    # x: float32 [1, 3, H, W] in [0, 1] -> [1, 3, sH, sW]
-    tile, pad = backend.tile_for(0, 32)               # the largest --tile the engine's profile takes
+    sidecar = read_sidecar("nlsn_x2.engine")          # what the engine was built for and from
+    verify_sidecar(sidecar, machine_info(), find_plugin_library(required=False), engine="nlsn_x2.engine")
 
 Every engine ``X.engine`` written by ``python -m runtime.build`` has a JSON sidecar ``X.engine.json``
 (:class:`EngineSidecar`): the TensorRT version, GPU name and compute capability it was built with, the
@@ -17,7 +16,9 @@ GPU they were built on; ``rtx``, TensorRT for RTX, engines built ahead of time o
 needed) that compile just in time on a GPU whose compute capability the sidecar lists. The sidecar
 picks the Python package that runs the engine.
 
-Everything here except :class:`TrtBackend` and :func:`machine_info` works without TensorRT (tests).
+``runtime.build`` writes engines with these tools; ``runtime.backends.TrtBackend`` runs them. This
+module imports only the standard library (TensorRT loads when used): everything here except
+:func:`machine_info` and :func:`load_plugin_library` works without TensorRT (tests).
 """
 from __future__ import annotations
 
@@ -27,22 +28,22 @@ import importlib
 import json
 import os
 import shlex
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from models.errors import SrdeployError
+from models.files import atomic_write
 from plugins.build import TRT_LIB_NAME
 
 __all__ = [
     "PLUGIN_LIB_ENV", "PLUGIN_LIB_NAME", "PLUGIN_NAMESPACE", "PLUGIN_VERSION", "SIDECAR_FORMAT", "TARGETS",
     "TENSORRT_API", "FULL_TENSORRT_ONLY",
-    "EngineMismatch", "SidecarError", "PluginLibraryNotFound", "TensorRTUnavailable",
+    "EngineMismatch", "SidecarError", "PluginLibraryNotFound", "TensorRTUnavailable", "TensorRTError",
     "MachineInfo", "EngineSidecar", "sidecar_path", "write_sidecar", "read_sidecar", "verify_sidecar",
     "sha256_file", "find_plugin_library", "default_plugin_library", "load_plugin_library", "machine_info",
-    "import_tensorrt", "unavailable_reason", "make_logger", "tile_for_profile", "fit_to_profile", "atomic_write_bytes", "TrtBackend",
+    "import_tensorrt", "unavailable_reason", "make_logger", "rebuild_hint", "atomic_write_bytes",
 ]
 
 #: ONNX domain of the custom nodes = TensorRT plugin namespace; plugin version (DESIGN.md section 3)
@@ -70,7 +71,7 @@ TARGETS = {
     "rtx": Target("rtx", "TensorRT-RTX", "tensorrt_rtx", "pip install 'srdeploy[rtx]' (tensorrt-rtx-cu13)"),
 }
 
-#: Every TensorRT Python name runtime/build.py and this module use, as a path from the package
+#: Every TensorRT Python name runtime/build.py, this module and runtime/backends/trt_backend.py use, as a path from the package
 #: (tests/test_tensorrt_real.py resolves each in the real bindings and checks by an AST scan that no
 #: other name is used): "runtime" names against the TensorRT 11 lean runtime (tensorrt-lean-cu13),
 #: "builder" names against TensorRT-RTX (tensorrt-rtx-cu13), whose builder and parser share them with
@@ -120,6 +121,10 @@ class EngineMismatch(SrdeployError, RuntimeError):
     """An engine was built for another machine, TensorRT version or plugin library."""
 
 
+class TensorRTError(SrdeployError, RuntimeError):
+    """TensorRT refused a plugin library or an engine (its log has the details)."""
+
+
 # ----------------------------------------------------------------------------------- files
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -130,20 +135,9 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+#: the one atomic write, under the name its callers here used (runtime/build.py, plugins/trt/harness);
+#: remove once they import models.files.atomic_write
+atomic_write_bytes = atomic_write
 
 
 # ------------------------------------------------------------------------- plugin library
@@ -286,7 +280,7 @@ def write_sidecar(sidecar: EngineSidecar, engine: str | Path) -> Path:
     path = sidecar_path(engine)
     if not sidecar.created:
         sidecar.created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    atomic_write_bytes(path, sidecar.to_json().encode())
+    atomic_write(path, sidecar.to_json())
     return path
 
 
@@ -307,7 +301,7 @@ def read_sidecar(engine: str | Path) -> EngineSidecar:
         raise SidecarError(f"{path}: {e}; rebuild the engine with python -m runtime.build") from None
 
 
-def _rebuild_hint(sidecar: EngineSidecar, engine: str | Path | None) -> str:
+def rebuild_hint(sidecar: EngineSidecar, engine: str | Path | None) -> str:
     if sidecar.rebuild_command:
         command = sidecar.rebuild_command
         if "--force" not in command:
@@ -353,7 +347,7 @@ def verify_sidecar(sidecar: EngineSidecar, machine: MachineInfo, plugin_lib: str
             problems.append(f"{path} is not the engine this sidecar describes (sha256 differs)")
     if problems:
         name = engine or sidecar.engine
-        raise EngineMismatch(f"engine {name} cannot run here: {'; '.join(problems)}: {_rebuild_hint(sidecar, engine)}")
+        raise EngineMismatch(f"engine {name} cannot run here: {'; '.join(problems)}: {rebuild_hint(sidecar, engine)}")
 
 
 def _rtx_problems(sidecar: EngineSidecar, machine: MachineInfo) -> list[str]:
@@ -367,37 +361,6 @@ def _rtx_problems(sidecar: EngineSidecar, machine: MachineInfo) -> list[str]:
                         f"this GPU ({machine.gpu_name}) is {machine.compute_capability} (build it with "
                         f"--computeCapabilities {machine.compute_capability} if TensorRT-RTX supports that GPU)")
     return problems
-
-
-# --------------------------------------------------------------------------------- profiles
-
-def _round_down(x: int, m: int) -> int:
-    return x // m * m
-
-
-def tile_for_profile(max_hw: tuple[int, int], tile: int, tile_pad: int, multiple: int = 1) -> tuple[int, int]:
-    """The ``(tile, tile_pad)`` to use with an engine whose profile allows inputs up to ``max_hw``.
-
-    A tile sent to the network is its core (≤ tile) plus ``tile_pad`` context on each side, grown to a
-    multiple of ``multiple``: it must fit ``max_hw``. ``tile`` 0 (whole image) or too large becomes the
-    largest that fits; ``tile_pad`` shrinks (to at most a quarter of the side) only if nothing fits."""
-    side = min(max_hw)
-    pad = tile_pad
-    if side - 2 * pad < max(multiple, 8):
-        pad = max(0, min(pad, side // 4))
-    largest = _round_down(side - 2 * pad, multiple)
-    if largest <= 0:
-        raise ValueError(f"the engine's largest input {max_hw[0]}x{max_hw[1]} leaves no room for tiles")
-    return (largest if tile <= 0 or tile > largest else tile), pad
-
-
-def fit_to_profile(hw: tuple[int, int], min_hw: tuple[int, int], max_hw: tuple[int, int], where: str = "engine") -> tuple[int, int]:
-    """(h, w) grown to at least the profile's minimum; ValueError beyond its maximum."""
-    h, w = hw
-    if h > max_hw[0] or w > max_hw[1]:
-        raise ValueError(f"{where} takes inputs up to {max_hw[0]}x{max_hw[1]}, got {h}x{w}: use --tile (runtime.infer "
-                         f"sizes tiles to the engine's profile) or rebuild with larger --maxShapes")
-    return max(h, min_hw[0]), max(w, min_hw[1])
 
 
 # ------------------------------------------------------------------------------ TensorRT side
@@ -416,151 +379,28 @@ def load_plugin_library(path: str | Path, trt=None) -> None:
     handle = registry.load_library(key)
     if not handle:
         if registry.get_creator("BucketSort", PLUGIN_VERSION, PLUGIN_NAMESPACE) is not None:
-            raise RuntimeError(f"TensorRT refused the plugin library {key}: the srdeploy plugin creators are already "
+            raise TensorRTError(f"TensorRT refused the plugin library {key}: the srdeploy plugin creators are already "
                                f"registered in this process (another copy of the library was loaded first; "
                                f"TensorRT registers a creator once), so the engine would run that copy's code")
-        raise RuntimeError(f"TensorRT could not load the plugin library {key} (see the TensorRT log above)")
+        raise TensorRTError(f"TensorRT could not load the plugin library {key} (see the TensorRT log above)")
     _loaded_libraries[key] = handle
 
 
-class _TrtLogger:
-    """A TensorRT (or TensorRT-RTX) logger forwarding warnings and errors to Python logging."""
-
-    @staticmethod
-    def make(trt, verbose: bool = False):
-        import logging  # noqa: PLC0415
-        log = logging.getLogger("srdeploy.tensorrt")
-
-        class Logger(trt.ILogger):
-            def __init__(self):
-                trt.ILogger.__init__(self)
-
-            def log(self, severity, msg):  # noqa: A003
-                if severity <= trt.ILogger.Severity.ERROR:
-                    log.error(msg)
-                elif severity == trt.ILogger.Severity.WARNING:
-                    log.warning(msg)
-                elif verbose:
-                    log.info(msg)
-
-        return Logger()
-
-
 def make_logger(trt, verbose: bool = False):
-    """A logger for ``trt`` (tensorrt or tensorrt_rtx) that forwards to Python logging."""
-    return _TrtLogger.make(trt, verbose)
+    """A logger for ``trt`` (tensorrt or tensorrt_rtx) that forwards warnings and errors to Python logging."""
+    import logging  # noqa: PLC0415
+    log = logging.getLogger("srdeploy.tensorrt")
 
+    class Logger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
 
-class TrtBackend:
-    """A TensorRT engine built by ``python -m runtime.build``, as a runtime backend.
+        def log(self, severity, msg):  # noqa: A003
+            if severity <= trt.ILogger.Severity.ERROR:
+                log.error(msg)
+            elif severity == trt.ILogger.Severity.WARNING:
+                log.warning(msg)
+            elif verbose:
+                log.info(msg)
 
-    ``TrtBackend(engine, device="cuda", plugin_library=None)``: reads and checks the sidecar
-    (:func:`verify_sidecar`), loads the plugin library when the engine has custom ops, deserialises
-    the engine. ``valid_size(h, w)`` applies the model's size rules and the profile's minimum;
-    ``tile_for(tile, tile_pad)`` sizes tiles to the profile's maximum; ``backend(x)`` runs one tile.
-    The sidecar's target picks the package (tensorrt or tensorrt_rtx); the engine, its context and every
-    execution live on ``device`` (``cuda:N``; plain ``cuda`` is torch's current device).
-    """
-
-    name_prefix = "trt"
-
-    def __init__(self, engine: str | Path, device: str = "cuda", *, plugin_library: str | Path | None = None,
-                 machine: MachineInfo | None = None):
-        import torch  # noqa: PLC0415
-        self.path = Path(engine)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"engine {self.path} not found; build one with python -m runtime.build")
-        self.sidecar = read_sidecar(self.path)
-        target = self.sidecar.target
-        if target not in TARGETS:
-            raise SidecarError(f"{sidecar_path(self.path)}: unknown target {target!r} (known: {', '.join(TARGETS)})")
-        trt = import_tensorrt(target)
-        index = torch.device(device if str(device).startswith("cuda") else "cuda").index
-        if machine is None:
-            try:
-                machine = machine_info(index, target)
-            except TensorRTUnavailable as e:
-                raise TensorRTUnavailable(f"engine {self.path} ({self.sidecar.describe()}) cannot run here: {e}") \
-                    from None
-        plugin = find_plugin_library(plugin_library, required=False) if self.sidecar.plugin_sha256 else None
-        verify_sidecar(self.sidecar, machine, plugin, engine=self.path)
-        if plugin is not None:
-            load_plugin_library(plugin, trt)
-        self.device = torch.device("cuda", torch.cuda.current_device() if index is None else index)
-        self._trt = trt
-        self._logger = _TrtLogger.make(trt)
-        with torch.cuda.device(self.device):  # the engine and its context belong to this GPU
-            self.runtime = trt.Runtime(self._logger)
-            self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
-            if self.engine is None:
-                raise RuntimeError(f"{TARGETS[target].title} could not deserialise {self.path} (see the log above); "
-                                   f"{_rebuild_hint(self.sidecar, self.path)}")
-            self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"{self.path}: an srdeploy engine has one input and one output, got {inputs} -> {outputs}")
-        self._input, self._output = inputs[0], outputs[0]
-        lo, _, hi = self.engine.get_tensor_profile_shape(self._input, 0)
-        self.min_hw = (int(lo[2]), int(lo[3]))
-        self.max_hw = (int(hi[2]), int(hi[3]))
-        meta = self.sidecar.model
-        self.name = str(meta.get("model", "?"))
-        self.scale = int(meta["scale"])
-        self.rgb_range = float(meta.get("rgb_range", 1.0))
-        self.size_multiple = int(meta.get("size_multiple", 1))
-        self.min_pixels = int(meta.get("min_pixels", 1))
-        self.precision = self.sidecar.precision
-        self._dtypes = {n: self._torch_dtype(self.engine.get_tensor_dtype(n)) for n in (self._input, self._output)}
-
-    def __repr__(self) -> str:
-        return (f"TrtBackend({str(self.path)!r}, {self.name} x{self.scale}, {self.precision}, "
-                f"inputs {self.min_hw[0]}x{self.min_hw[1]}..{self.max_hw[0]}x{self.max_hw[1]})")
-
-    def _torch_dtype(self, dtype):
-        import torch  # noqa: PLC0415
-        trt = self._trt
-        table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32}
-        if dtype not in table:
-            raise ValueError(f"{self.path}: unsupported I/O type {dtype}")
-        return table[dtype]
-
-    def valid_size(self, h: int, w: int) -> tuple[int, int]:
-        from models.base import valid_size  # late: this module imports only the stdlib at import time
-
-        h, w = valid_size(h, w, self.size_multiple, self.min_pixels)
-        return fit_to_profile((h, w), self.min_hw, self.max_hw, where=str(self.path))
-
-    def tile_for(self, tile: int, tile_pad: int) -> tuple[int, int]:
-        return tile_for_profile(self.max_hw, tile, tile_pad, self.size_multiple)
-
-    def __call__(self, x):
-        import torch  # noqa: PLC0415
-        if x.dim() != 4:
-            raise ValueError(f"TrtBackend expects [N, 3, H, W], got shape {tuple(x.shape)}")
-        with torch.cuda.device(self.device):  # the context runs on the engine's GPU, whatever is current
-            feed = (x.to(self.device, torch.float32) * self.rgb_range).to(self._dtypes[self._input]).contiguous()
-            if not self.context.set_input_shape(self._input, tuple(feed.shape)):
-                raise ValueError(f"{self.path}: input shape {tuple(feed.shape)} is outside the engine's profile "
-                                 f"{self.min_hw}..{self.max_hw}")
-            out_shape = tuple(self.context.get_tensor_shape(self._output))
-            out = torch.empty(out_shape, dtype=self._dtypes[self._output], device=self.device)
-            self.context.set_tensor_address(self._input, feed.data_ptr())
-            self.context.set_tensor_address(self._output, out.data_ptr())
-            # On torch's current stream of that GPU: ordered with the copies around it, memory stays valid.
-            if not self.context.execute_async_v3(torch.cuda.current_stream(self.device).cuda_stream):
-                raise RuntimeError(f"{self.path}: TensorRT execution failed (see the log above)")
-            return (out.float() / self.rgb_range).cpu()
-
-    # -- the runtime.backends interface
-    @classmethod
-    def open(cls, weights, *, model=None, scale=None, device="cuda"):
-        """``weights`` is the engine here (runtime.infer --engine)."""
-        from .backends import BackendError, check_match  # noqa: PLC0415
-        try:
-            backend = cls(weights, device=device if str(device).startswith("cuda") else "cuda")
-        except (FileNotFoundError, SidecarError, EngineMismatch, TensorRTUnavailable, PluginLibraryNotFound) as e:
-            raise BackendError(str(e)) from None
-        check_match(backend.name, backend.scale, model, scale, weights)
-        return backend
+    return Logger()

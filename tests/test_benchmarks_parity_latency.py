@@ -1,10 +1,12 @@
-"""benchmarks.parity and benchmarks.latency end to end on the smallest case (EDSR x2, one size)."""
+"""benchmarks.parity and benchmarks.latency end to end on the smallest case (EDSR x2, one size), and
+parity's API: a configuration object and the runtime backends (TensorRT through runtime.build)."""
 import json
 
 import pytest
 
 from benchmarks import latency, parity
 from export.ort import custom_ops_available
+from models.errors import UsageError
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +69,46 @@ def test_latency_json_table_plot_and_profile(tmp_path, work):
     assert result["profile"]["ops"] and abs(sum(o["share"] for o in result["profile"]["ops"]) - 1) < 0.5
     assert (tmp_path / "latency.png").stat().st_size > 1000
     assert "What dominates" in (tmp_path / "latency.md").read_text()
+
+
+def test_parity_api_takes_a_config_and_runs_the_runtime_backends(tmp_path, work, monkeypatch):
+    from runtime.backends import OrtBackend
+    opened = []
+    real_open = OrtBackend._open.__func__
+    monkeypatch.setattr(OrtBackend, "_open", classmethod(lambda cls, path, **kw: opened.append(path) or
+                                                         real_open(cls, path, **kw)))
+    config = parity.ParityConfig(models=("edsr",), scales=(2,), sizes=((12, 14), (13, 9)), modes=("onnx",),
+                                 precisions=("fp32",), backends=("onnxruntime-cpu",), work_dir=work)
+    rows, extra = parity.run(config)
+    assert [(r["size"], r["status"]) for r in rows] == [("12x14", "ok"), ("13x9", "ok")]
+    assert all(r["psnr_db"] >= 100 for r in rows) and extra["exports"][0]["mode"] == "onnx"
+    assert opened == [work / "edsr_x2_onnx_fp32.onnx"]  # runtime.infer's backend, opened once for both sizes
+    with pytest.raises(UsageError, match="--backends: unknown tvm; choose from onnxruntime-cpu"):
+        parity.ParityConfig(backends=("tvm",)).check()
+
+
+def test_parity_runs_tensorrt_through_runtime_build_and_the_trt_backend(tmp_path, monkeypatch):
+    """No TensorRT here: runtime.build is replaced by one that writes an engine file and a real sidecar
+    (an RTX one: TensorRT-RTX is installed here, a GPU is not); parity must then open that engine with
+    TrtBackend, which reads the sidecar and refuses in one line (the row's status)."""
+    from runtime import build as rb
+    from runtime import trt as rtrt
+    from test_trt import make_rtx_sidecar
+
+    onnx_path = tmp_path / "edsr_x2_onnx_fp32.onnx"
+    onnx_path.write_bytes(b"onnx")
+    builds = []
+
+    def fake_build(onnx, engine, *, min_shapes, opt_shapes, max_shapes, force):
+        builds.append((onnx, engine, min_shapes, opt_shapes, max_shapes, force))
+        engine.write_bytes(b"engine")
+        rtrt.write_sidecar(make_rtx_sidecar(engine), engine)
+    monkeypatch.setattr(rb, "build", fake_build)
+    if rtrt.unavailable_reason("rtx") is None:
+        pytest.skip("TensorRT-RTX and a GPU are here: the fake engine would be deserialised")
+    opened = parity.Opened([(12, 14), (16, 8)])
+    for _ in range(2):  # built once, its refusal kept for the next size
+        with pytest.raises(Exception, match=r"engine .*edsr_x2_onnx_fp32.engine \(TensorRT-RTX .*cannot run here"):
+            opened("tensorrt", onnx_path)
+    assert builds == [(onnx_path, onnx_path.with_suffix(".engine"), "input:1x3x12x8", "input:1x3x16x14",
+                       "input:1x3x16x14", True)]

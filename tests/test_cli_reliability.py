@@ -201,7 +201,7 @@ def test_ort_cuda_without_provider_is_refused_before_the_export(lr, ckpt, tmp_pa
 
 
 def test_cache_folder_rule_and_an_unusable_one(lr, ckpt, tmp_path, capsys, counters, monkeypatch):
-    from runtime.ort import cache_dir
+    from runtime.backends import cache_dir
     monkeypatch.delenv("SRDEPLOY_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_dir() == tmp_path / "xdg" / "srdeploy"

@@ -12,8 +12,8 @@ from export import onnx as export_onnx
 from export.onnx import ExportError, export_model, main
 from export.ort import custom_ops_available
 from models.ops.contract import OPS
+from runtime.backends import OrtBackend
 from runtime.metrics import psnr_peak1
-from runtime.ort import OrtBackend
 
 SMALL = {
     "nlsn": dict(n_resblocks=1, n_feats=16, chunk_size=16, n_hashes=2, rgb_range=1),

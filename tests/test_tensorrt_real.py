@@ -8,7 +8,8 @@
   every ``--ops onnx`` export (NLSN, CSNLN, EDSR; x2/x3/x4; fp32/fp16; dynamic/fixed size) through
   ``python -m runtime.build --target rtx``, the product's own command; build time and engine size per
   graph are printed at the end of the run. Plugin graphs are refused before the parser sees them.
-- Every TensorRT name runtime/build.py and runtime/trt.py use resolves in the real bindings.
+- Every TensorRT name runtime/build.py, runtime/trt.py and runtime/backends/trt_backend.py use resolves in
+  the real bindings.
 
 Each TensorRT call runs in a subprocess: an abort (TensorRT's parser calls std::terminate on some
 input) is a failed test with its output, not a dead test run. Running an engine needs a GPU: not here.
@@ -275,8 +276,9 @@ def test_rtx_target_end_to_end(onnx_export, tmp_path):
     proc = run_python("""
         import sys
         from runtime import trt as rtrt
+        from runtime.backends import TrtBackend
         try:
-            rtrt.TrtBackend(sys.argv[1])
+            TrtBackend(sys.argv[1])
         except rtrt.TensorRTUnavailable as e:
             print("refused:", e)
     """, str(default))
@@ -329,18 +331,21 @@ def test_every_tensorrt_name_used_exists_in_the_real_bindings(group, module):
     assert not missing, f"{module} lacks {sorted(missing)}: fix the code or list them in runtime.trt.FULL_TENSORRT_ONLY"
 
 
-#: receivers of TensorRT objects in runtime/build.py and runtime/trt.py -> their TensorRT class
+#: receivers of TensorRT objects in the modules of TENSORRT_SOURCES -> their TensorRT class
 RECEIVERS = {"self.engine": "ICudaEngine", "self.context": "IExecutionContext", "self.runtime": "Runtime",
              "registry": "IPluginRegistry", "builder": "Builder", "parser": "OnnxParser", "config": "IBuilderConfig",
              "network": "INetworkDefinition", "profile": "IOptimizationProfile"}
+#: the modules that call TensorRT
+TENSORRT_SOURCES = [REPO / "runtime" / "build.py", REPO / "runtime" / "trt.py",
+                    REPO / "runtime" / "backends" / "trt_backend.py"]
 #: functions that go through polygraphy's loaders (polygraphy owns the TensorRT names it uses)
 POLYGRAPHY_FUNCTIONS = {"_build_trt"}
 
 
 def _used_tensorrt_names() -> set[str]:
-    """TensorRT names used by runtime/build.py and runtime/trt.py: ``trt.<chain>`` and ``<receiver>.<attr>``."""
+    """TensorRT names used by TENSORRT_SOURCES: ``trt.<chain>`` and ``<receiver>.<attr>``."""
     used: set[str] = set()
-    for path in (REPO / "runtime" / "build.py", REPO / "runtime" / "trt.py"):
+    for path in TENSORRT_SOURCES:
         tree = ast.parse(path.read_text())
         skip = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name in POLYGRAPHY_FUNCTIONS
                 for n in ast.walk(f)}

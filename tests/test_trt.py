@@ -1,11 +1,13 @@
 """runtime.trt without TensorRT: sidecar write/read/verify and its refusal messages, plugin-library
-discovery, tile sizing to an engine's profile. The TensorRT backend itself is tested only where
-tensorrt and a GPU are present (skipped with the reason otherwise)."""
+discovery; TrtBackend's tile sizing to an engine's profile and its open path up to the refusal
+(running an engine needs TensorRT and a GPU: tests/test_tensorrt_real.py and the GPU check)."""
 import json
 
 import pytest
 
 from runtime import trt as rtrt
+from runtime.backends import BackendError, TrtBackend
+from runtime.backends.trt_backend import fit_to_profile, tile_for_profile
 
 H100 = rtrt.MachineInfo("11.1.0", "NVIDIA H100 80GB HBM3", "9.0")
 REBUILD = ("python -m runtime.build --onnx nlsn_x2.onnx --saveEngine nlsn_x2.engine --minShapes input:1x3x48x48 "
@@ -153,16 +155,16 @@ def test_contract_constants():
     ((48, 48), 0, 32, 1, (24, 12)),           # no room: the context shrinks to a quarter of the side
 ])
 def test_tile_for_profile(max_hw, tile, pad, multiple, expected):
-    assert rtrt.tile_for_profile(max_hw, tile, pad, multiple) == expected
+    assert tile_for_profile(max_hw, tile, pad, multiple) == expected
     t, p = expected
     assert t + 2 * p <= min(max_hw)
 
 
 def test_fit_to_profile():
-    assert rtrt.fit_to_profile((20, 30), (48, 48), (256, 256)) == (48, 48)
-    assert rtrt.fit_to_profile((100, 60), (48, 48), (256, 256)) == (100, 60)
+    assert fit_to_profile((20, 30), (48, 48), (256, 256)) == (48, 48)
+    assert fit_to_profile((100, 60), (48, 48), (256, 256)) == (100, 60)
     with pytest.raises(ValueError, match="up to 256x256, got 300x60: use --tile"):
-        rtrt.fit_to_profile((300, 60), (48, 48), (256, 256))
+        fit_to_profile((300, 60), (48, 48), (256, 256))
 
 
 def test_atomic_write_replaces(tmp_path):
@@ -182,13 +184,33 @@ def test_backend_without_tensorrt_says_so(engine, plugin_lib):
         pass
     rtrt.write_sidecar(make_sidecar(engine, plugin_lib), engine)
     with pytest.raises(rtrt.TensorRTUnavailable, match="tensorrt Python package is not installed"):
-        rtrt.TrtBackend(engine)
+        TrtBackend(engine)
 
 
 def test_backend_open_maps_errors_to_backend_error(tmp_path):
-    from runtime.backends import BackendError
     with pytest.raises(BackendError, match="not found; build one with python -m runtime.build"):
-        rtrt.TrtBackend.open(tmp_path / "none.engine")
+        TrtBackend.open(tmp_path / "none.engine")
+
+
+def test_backend_open_refuses_in_one_line_before_tensorrt_runs(engine):
+    # the sidecar's copy of the ONNX metadata must say what the network is (the rule of ExportedBackend)
+    side = make_sidecar(engine)
+    side.model = {"model": "nlsn", "scale": 2}
+    rtrt.write_sidecar(side, engine)
+    with pytest.raises(BackendError, match=r"nlsn_x2.engine: the srdeploy metadata lacks rgb_range; build it from a "
+                                           r"file exported with python -m export.onnx"):
+        TrtBackend.open(engine)
+    # an RTX engine: TensorRT-RTX is imported from the sidecar's target, then the missing GPU (or the
+    # missing package) is the one line, with what the engine was built for
+    rtrt.write_sidecar(make_rtx_sidecar(engine), engine)
+    if rtrt.unavailable_reason("rtx") is None:
+        pytest.skip("TensorRT-RTX and a GPU are here: the engine would be deserialised (tests/test_tensorrt_real.py)")
+    with pytest.raises(BackendError) as e:
+        TrtBackend.open(engine, model="nlsn", scale=2)
+    msg = str(e.value)
+    assert msg.startswith(f"engine {engine} (TensorRT-RTX 1.7.1.116, compute capability 8.0, 8.6, 8.9, 12.0) "
+                          f"cannot run here: ") and "\n" not in msg
+    assert "torch sees none" in msg or "tensorrt_rtx Python package is not installed" in msg
 
 
 # ------------------------------------------------------------------------------ RTX target
@@ -235,7 +257,7 @@ def test_unknown_target_in_a_sidecar(engine):
     side.target = "tensorrt-llm"
     rtrt.write_sidecar(side, engine)
     with pytest.raises(rtrt.SidecarError, match="unknown target 'tensorrt-llm' \\(known: trt, rtx\\)"):
-        rtrt.TrtBackend(engine)
+        TrtBackend(engine)
 
 
 def test_targets_name_their_packages():
