@@ -521,13 +521,7 @@ struct ChunkWorkspace {
 
 ChunkGeometry baseGeometry(const BucketAttentionShape& s, DType dtype) {
     ChunkGeometry g{};
-    g.L = s.length;
-    g.c = s.c;
-    g.C = s.channels;
-    g.cs = s.chunkSize;
-    g.R = s.nHashes;
-    g.pad = (g.cs - g.L % g.cs) % g.cs;
-    g.nc = (g.L + g.pad) / g.cs;
+    bucket_attention::setRoundLayout(g, s);
     g.Lp = g.nc * g.cs;
     const bool half = dtype == DType::kFloat16;
     g.ldQ = roundUp(g.c, half ? Traits<__half>::kDimStep : Traits<float>::kDimStep);

@@ -8,6 +8,7 @@
 #include <cuda_runtime_api.h>
 
 #include "../common/srdCommon.h"
+#include "bucketAttentionKernel.h"
 
 namespace srd {
 namespace bucket_attention {
@@ -48,6 +49,20 @@ __device__ __forceinline__ void roundWeights(const int32_t* __restrict__ rank, c
     for (int off = 16; off > 0; off >>= 1) z += __shfl_xor_sync(kFullMask, z, off);
     for (int k = lane; k < R; k += 32) w[k] /= z;
     __syncwarp();
+}
+
+// Sets the sizes both variants' geometries start from (their own fields stay as they were): L rows
+// per round, c and C channels, chunk size cs, R rounds, and the `pad` copied rows that make
+// nc = (L + pad) / cs whole chunks.
+template <typename Geometry>
+inline void setRoundLayout(Geometry& g, const BucketAttentionShape& s) {
+    g.L = s.length;
+    g.c = s.c;
+    g.C = s.channels;
+    g.cs = s.chunkSize;
+    g.R = s.nHashes;
+    g.pad = (g.cs - g.L % g.cs) % g.cs;
+    g.nc = (g.L + g.pad) / g.cs;
 }
 
 // Shared memory a block may opt in to on the current device.

@@ -24,6 +24,8 @@
 namespace srd {
 namespace {
 
+using bucket_attention::keyPosition;
+
 constexpr int kBM = 48;  // query rows per block: cs = 144 is three tiles, no waste
 constexpr int kBN = 64;  // keys per tile
 constexpr unsigned kFull = 0xffffffffu;
@@ -38,16 +40,6 @@ struct Geometry {
 // with torch's sign rule, so that any int32 in `order` stays a row of this sample).
 __device__ __forceinline__ int sourceRow(const int32_t* orderRound, int p, const Geometry& g) {
     return floorMod(orderRound[p < g.L ? p : p - g.pad], g.L);
-}
-
-// Sorted position of key j in [0, 3cs) of `chunk`: own, previous, next chunk, cyclic. For
-// nc = 1 or 2 the same chunk appears more than once, and counts more than once (as the reference).
-__device__ __forceinline__ int keyPosition(int j, int chunk, const Geometry& g) {
-    const int which = j / g.cs;
-    int kc = chunk;
-    if (which == 1) kc = chunk == 0 ? g.nc - 1 : chunk - 1;
-    if (which == 2) kc = chunk == g.nc - 1 ? 0 : chunk + 1;
-    return kc * g.cs + (j - which * g.cs);
 }
 
 struct BlockIndex {
@@ -154,7 +146,7 @@ attentionF32(const float* __restrict__ q, const float* __restrict__ v,
             int s = 0;
             float dn = 1.f;
             if (valid) {
-                s = sourceRow(orderRound, keyPosition(j, b.chunk, g), g);
+                s = sourceRow(orderRound, keyPosition(j, b.chunk, g.cs, g.nc), g);
                 dn = denN[s];
             }
             for (int d = lane; d < ck; d += 32)
@@ -347,7 +339,7 @@ attentionF16(const __half* __restrict__ q, const __half* __restrict__ v,
             int s = 0;
             float dn = 1.f;
             if (valid) {
-                s = sourceRow(orderRound, keyPosition(j, b.chunk, g), g);
+                s = sourceRow(orderRound, keyPosition(j, b.chunk, g.cs, g.nc), g);
                 dn = denN[s];
             }
             for (int d = lane; d < c16; d += 32)
@@ -499,14 +491,6 @@ Workspace carveWorkspace(void* base, const BucketAttentionShape& s) {
     return w;
 }
 
-cudaError_t maxSharedBytes(size_t* bytes) {
-    int dev = 0, value = 0;
-    cudaError_t err = cudaGetDevice(&dev);
-    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&value, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-    *bytes = static_cast<size_t>(value);
-    return err;
-}
-
 }  // namespace
 
 size_t bucketAttentionWorkspaceSize(const BucketAttentionShape& s) {
@@ -522,17 +506,11 @@ LaunchStatus launchBucketAttention(const void* q, const void* v, const int32_t* 
                                    cudaStream_t stream) {
     if (workspaceBytes < bucketAttentionWorkspaceSize(s)) return cudaErrorInvalidValue;
     Geometry g{};
-    g.L = s.length;
-    g.c = s.c;
-    g.C = s.channels;
-    g.cs = s.chunkSize;
-    g.R = s.nHashes;
-    g.pad = (g.cs - g.L % g.cs) % g.cs;
-    g.nc = (g.L + g.pad) / g.cs;
+    bucket_attention::setRoundLayout(g, s);
     g.qTiles = ceilDiv(g.cs, kBM);
     const Workspace w = carveWorkspace(workspace, s);
     size_t maxSmem = 0;
-    cudaError_t err = maxSharedBytes(&maxSmem);
+    cudaError_t err = bucket_attention::maxSharedBytesPerBlock(&maxSmem);
     if (err != cudaSuccess) return err;
     const bool half = dtype == DType::kFloat16;
     const int rows = s.n * s.length;

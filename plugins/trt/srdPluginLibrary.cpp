@@ -9,9 +9,9 @@
  * Nothing else is exported (exports.map). The creators are function-local statics: constructed on
  * the first getCreators() call, alive until the library is unloaded.
  */
-#include "bucketAttentionPlugin.h"
-#include "bucketSortPlugin.h"
-#include "crossScaleFoldPlugin.h"
+#include "../bucketAttention/bucketAttentionPlugin.h"
+#include "../bucketSort/bucketSortPlugin.h"
+#include "../crossScaleFold/crossScaleFoldPlugin.h"
 
 #include <type_traits>
 
