@@ -65,8 +65,8 @@ void BucketAttentionPlugin::doEnqueue(EnqueueArgs const& call) const
     Dims const& v = call.inputDesc[1].dims;
     checkStatus(srd_bucket_attention(call.inputs[0], call.inputs[1], static_cast<int32_t const*>(call.inputs[2]),
                     static_cast<int32_t const*>(call.inputs[3]), call.outputs[0], q.d[0], q.d[1], q.d[2], v.d[2],
-                    mChunkSize, mNHashes, mEps, toSrdType(call.inputDesc[0].type), call.workspace,
-                    call.workspaceBytes, static_cast<void*>(call.stream)),
+                    mChunkSize, mNHashes, mEps, toSrdType(call.inputDesc[0].type), call.workspace, call.workspaceBytes,
+                    static_cast<void*>(call.stream)),
         "srd_bucket_attention");
 }
 

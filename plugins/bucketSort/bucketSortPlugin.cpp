@@ -10,7 +10,8 @@ std::vector<Attribute<BucketSortPlugin>> BucketSortPlugin::attributes()
     return {{"num_buckets", &BucketSortPlugin::mNumBuckets, Bound::kPOSITIVE}};
 }
 
-void BucketSortPlugin::doOutputShapes(DimsExprs const* inputs, DimsExprs* outputs, IExprBuilder& /* exprBuilder */) const
+void BucketSortPlugin::doOutputShapes(
+    DimsExprs const* inputs, DimsExprs* outputs, IExprBuilder& /* exprBuilder */) const
 {
     outputs[0] = inputs[0]; // order: shaped like codes
     outputs[1] = inputs[0]; // rank: shaped like codes
@@ -20,8 +21,8 @@ size_t BucketSortPlugin::doWorkspaceSize(Dims const* dims, DataType /* type */) 
 {
     Dims const& codes = dims[0];
     size_t bytes{};
-    checkStatus(srd_bucket_sort_workspace_size(codes.d[0], codes.d[1], mNumBuckets, &bytes),
-        "srd_bucket_sort_workspace_size");
+    checkStatus(
+        srd_bucket_sort_workspace_size(codes.d[0], codes.d[1], mNumBuckets, &bytes), "srd_bucket_sort_workspace_size");
     return bytes;
 }
 

@@ -17,8 +17,8 @@ class BucketSortPlugin final : public PluginBase<BucketSortPlugin>
 public:
     static constexpr char const* kNAME = "BucketSort";
     static constexpr int32_t kNB_INPUTS = 1;
-    static constexpr TensorSpec kTENSORS[] = {
-        {"codes", 2, TypeRule::kINDEX}, {"order", 2, TypeRule::kINDEX}, {"rank", 2, TypeRule::kINDEX}};
+    static constexpr TensorSpec kTENSORS[]
+        = {{"codes", 2, TypeRule::kINDEX}, {"order", 2, TypeRule::kINDEX}, {"rank", 2, TypeRule::kINDEX}};
     static std::vector<Attribute<BucketSortPlugin>> attributes();
 
     void doOutputShapes(DimsExprs const* inputs, DimsExprs* outputs, IExprBuilder& exprBuilder) const;

@@ -8,8 +8,8 @@ namespace trt
 namespace
 {
 //! (in - 1) * stride - 2 * padding + kernel, as a dimension expression.
-IDimensionExpr const* foldedExtent(IExprBuilder& eb, IDimensionExpr const& in, IDimensionExpr const& kernel,
-    int32_t stride, int32_t padding)
+IDimensionExpr const* foldedExtent(
+    IExprBuilder& eb, IDimensionExpr const& in, IDimensionExpr const& kernel, int32_t stride, int32_t padding)
 {
     using nvinfer1::DimensionOperation;
     IDimensionExpr const* inMinusOne = eb.operation(DimensionOperation::kSUB, in, *eb.constant(1));

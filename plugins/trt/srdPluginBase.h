@@ -3,9 +3,9 @@
  *
  *  - PluginBase<Op>: the IPluginV3 / IPluginV3OneCore / IPluginV3OneBuild / IPluginV3OneRuntime
  *    object. It owns every noexcept entry point (count checks, catch, log), and everything an op
- *    states as data: the counts, ranks and types of its tensors (TensorSpec), its attributes with
- *    their bounds (reading, checking, serialisation, metadata, timing cache ID), empty tensors
- *    (nothing to do), the memo of the last shapes.
+ *    states as data (srdPluginCommon.h): the counts, ranks and types of its tensors (TensorSpec), its
+ *    attributes with their bounds (Attribute: reading, checking, serialisation, metadata, timing
+ *    cache ID), empty tensors (nothing to do), the memo of the last shapes.
  *  - PluginCreator<Op>: its IPluginCreatorV3One, with the fields of the op's attribute table.
  *
  * What an op class (<op>/<op>Plugin.h) provides:
@@ -23,7 +23,6 @@
 
 #include "srdPluginCommon.h"
 
-#include <ostream>
 #include <sstream>
 #include <type_traits>
 
@@ -31,90 +30,6 @@ namespace srdeploy
 {
 namespace trt
 {
-
-//! One attribute of Plugin: its name, the int32_t or float member that holds it, its bound. The one
-//! place each attribute is named: the creator's fields, reading, checking, serialisation and the
-//! metadata all come from the plugin's table of them.
-template <typename Plugin>
-class Attribute
-{
-public:
-    Attribute(char const* attributeName, int32_t Plugin::*member, Bound bound) noexcept
-        : mName(attributeName)
-        , mInt(member)
-        , mBound(bound)
-    {
-    }
-    Attribute(char const* attributeName, float Plugin::*member, Bound bound) noexcept
-        : mName(attributeName)
-        , mFloat(member)
-        , mBound(bound)
-    {
-    }
-
-    //! The name and type the creator advertises (getFieldNames).
-    PluginField declaration() const noexcept
-    {
-        return PluginField(mName, nullptr, type(), 1);
-    }
-    //! Reads the value into plugin and checks its bound; throws PluginError naming what is wrong.
-    void read(FieldReader const& fields, Plugin& plugin) const
-    {
-        if (mInt != nullptr)
-        {
-            plugin.*mInt = fields.getInt(mName);
-            checkBound(mName, plugin.*mInt, mBound);
-        }
-        else
-        {
-            plugin.*mFloat = fields.getFloat(mName);
-            checkBound(mName, plugin.*mFloat, mBound);
-        }
-    }
-    //! The serialised field: the name and type of declaration(), the value of plugin (pointed to).
-    PluginField field(Plugin& plugin) const noexcept
-    {
-        void const* value = mInt != nullptr ? static_cast<void const*>(&(plugin.*mInt))
-                                            : static_cast<void const*>(&(plugin.*mFloat));
-        return PluginField(mName, value, type(), 1);
-    }
-    //! "name=value", for the metadata and the timing cache ID.
-    void print(std::ostream& os, Plugin const& plugin) const
-    {
-        os << mName << '=';
-        if (mInt != nullptr)
-        {
-            os << plugin.*mInt;
-        }
-        else
-        {
-            os << plugin.*mFloat;
-        }
-    }
-
-private:
-    PluginFieldType type() const noexcept
-    {
-        return mInt != nullptr ? PluginFieldType::kINT32 : PluginFieldType::kFLOAT32;
-    }
-
-    char const* mName;
-    int32_t Plugin::*mInt{nullptr};
-    float Plugin::*mFloat{nullptr};
-    Bound mBound;
-};
-
-//! What enqueue hands an op: the actual input descriptors, the buffers, the workspace (sized by
-//! doWorkspaceSize for these shapes) and the stream.
-struct EnqueueArgs
-{
-    PluginTensorDesc const* inputDesc;
-    void const* const* inputs;
-    void* const* outputs;
-    void* workspace;
-    size_t workspaceBytes;
-    cudaStream_t stream;
-};
 
 //! Every IPluginV3 entry point of a plugin, noexcept: counts of inputs and outputs checked, errors
 //! caught and logged as "[srdeploy] <op>: <reason>" and turned into -1 / 0 / false / nullptr.
@@ -142,7 +57,8 @@ public:
             separator = " ";
         }
         mMetadata = text.str();
-        mTimingCacheID = std::string(kPLUGIN_NAMESPACE) + "::" + Derived::kNAME + "/" + kPLUGIN_VERSION + " " + mMetadata;
+        mTimingCacheID
+            = std::string(kPLUGIN_NAMESPACE) + "::" + Derived::kNAME + "/" + kPLUGIN_VERSION + " " + mMetadata;
     }
 
     // IPluginV3
@@ -232,8 +148,8 @@ public:
     //! Ranks and types, then the op's own profile check; exact extents only where the profile fixes
     //! every input (a fixed profile whose extents disagree can never run). In a dynamic profile the
     //! maxima of derived extents (R*L) need not agree exactly: onShapeChange checks each actual shape.
-    int32_t configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* /* out */,
-        int32_t nbOutputs) noexcept override
+    int32_t configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs,
+        DynamicPluginTensorDesc const* /* out */, int32_t nbOutputs) noexcept override
     {
         return guarded(Derived::kNAME, [&] {
             checkCounts(nbInputs, nbOutputs);
@@ -296,8 +212,8 @@ public:
         return &mSerialCollection;
     }
 
-    int32_t onShapeChange(
-        PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const* /* out */, int32_t nbOutputs) noexcept override
+    int32_t onShapeChange(PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const* /* out */,
+        int32_t nbOutputs) noexcept override
     {
         return guarded(Derived::kNAME, [&] {
             checkCounts(nbInputs, nbOutputs);
@@ -387,8 +303,8 @@ private:
     {
         if (nbInputs != inputCount() || nbOutputs != outputCount())
         {
-            throw PluginError(ioText(Derived::kTENSORS, inputCount(), outputCount()) + ", got " + std::to_string(nbInputs)
-                + " and " + std::to_string(nbOutputs));
+            throw PluginError(ioText(Derived::kTENSORS, inputCount(), outputCount()) + ", got "
+                + std::to_string(nbInputs) + " and " + std::to_string(nbOutputs));
         }
     }
 
@@ -418,7 +334,8 @@ public:
     PluginCreator(PluginCreator const&) = delete;
     PluginCreator& operator=(PluginCreator const&) = delete;
 
-    IPluginV3* createPlugin(char const* /* name */, PluginFieldCollection const* fc, TensorRTPhase /* phase */) noexcept override
+    IPluginV3* createPlugin(
+        char const* /* name */, PluginFieldCollection const* fc, TensorRTPhase /* phase */) noexcept override
     {
         // The build and the runtime phase read the same fields: getFieldsToSerialize() writes the
         // attributes under the names and types of getFieldNames().

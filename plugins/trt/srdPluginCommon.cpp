@@ -270,8 +270,8 @@ void checkBound(char const* name, int32_t value, Bound bound)
 {
     if (bound == Bound::kPOSITIVE ? value <= 0 : value < 0)
     {
-        throw PluginError(std::string(name) + (bound == Bound::kPOSITIVE ? " must be > 0" : " must be >= 0")
-            + ", got " + std::to_string(value));
+        throw PluginError(std::string(name) + (bound == Bound::kPOSITIVE ? " must be > 0" : " must be >= 0") + ", got "
+            + std::to_string(value));
     }
 }
 

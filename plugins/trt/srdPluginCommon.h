@@ -8,8 +8,9 @@
  *    into a non-zero status, never thrown across the ABI;
  *  - an op's tensors as data (TensorSpec: name, rank, types) and the checks read from it;
  *  - reading attributes from a PluginFieldCollection (the ONNX parser gives INT as kINT32 and
- *    FLOAT as kFLOAT32; kINT64 / kFLOAT64 are accepted too, for hand-made collections) and their
- *    bounds.
+ *    FLOAT as kFLOAT32; kINT64 / kFLOAT64 are accepted too, for hand-made collections), their
+ *    bounds, and Attribute: an op's attribute as data (name, member, bound);
+ *  - EnqueueArgs: what enqueue hands an op.
  */
 #ifndef SRDEPLOY_TRT_PLUGIN_COMMON_H
 #define SRDEPLOY_TRT_PLUGIN_COMMON_H
@@ -22,6 +23,7 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <ostream>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -147,6 +149,90 @@ public:
 private:
     PluginField const* find(char const* name) const;
     PluginFieldCollection const* mFC;
+};
+
+//! One attribute of Plugin: its name, the int32_t or float member that holds it, its bound. The one
+//! place each attribute is named: the creator's fields, reading, checking, serialisation and the
+//! metadata all come from the plugin's table of them.
+template <typename Plugin>
+class Attribute
+{
+public:
+    Attribute(char const* attributeName, int32_t Plugin::* member, Bound bound) noexcept
+        : mName(attributeName)
+        , mInt(member)
+        , mBound(bound)
+    {
+    }
+    Attribute(char const* attributeName, float Plugin::* member, Bound bound) noexcept
+        : mName(attributeName)
+        , mFloat(member)
+        , mBound(bound)
+    {
+    }
+
+    //! The name and type the creator advertises (getFieldNames).
+    PluginField declaration() const noexcept
+    {
+        return PluginField(mName, nullptr, type(), 1);
+    }
+    //! Reads the value into plugin and checks its bound; throws PluginError naming what is wrong.
+    void read(FieldReader const& fields, Plugin& plugin) const
+    {
+        if (mInt != nullptr)
+        {
+            plugin.*mInt = fields.getInt(mName);
+            checkBound(mName, plugin.*mInt, mBound);
+        }
+        else
+        {
+            plugin.*mFloat = fields.getFloat(mName);
+            checkBound(mName, plugin.*mFloat, mBound);
+        }
+    }
+    //! The serialised field: the name and type of declaration(), the value of plugin (pointed to).
+    PluginField field(Plugin& plugin) const noexcept
+    {
+        void const* value
+            = mInt != nullptr ? static_cast<void const*>(&(plugin.*mInt)) : static_cast<void const*>(&(plugin.*mFloat));
+        return PluginField(mName, value, type(), 1);
+    }
+    //! "name=value", for the metadata and the timing cache ID.
+    void print(std::ostream& os, Plugin const& plugin) const
+    {
+        os << mName << '=';
+        if (mInt != nullptr)
+        {
+            os << plugin.*mInt;
+        }
+        else
+        {
+            os << plugin.*mFloat;
+        }
+    }
+
+private:
+    PluginFieldType type() const noexcept
+    {
+        return mInt != nullptr ? PluginFieldType::kINT32 : PluginFieldType::kFLOAT32;
+    }
+
+    char const* mName;
+    int32_t Plugin::* mInt{nullptr};
+    float Plugin::* mFloat{nullptr};
+    Bound mBound;
+};
+
+//! What enqueue hands an op: the actual input descriptors, the buffers, the workspace (sized by
+//! doWorkspaceSize for these shapes) and the stream.
+struct EnqueueArgs
+{
+    PluginTensorDesc const* inputDesc;
+    void const* const* inputs;
+    void* const* outputs;
+    void* workspace;
+    size_t workspaceBytes;
+    cudaStream_t stream;
 };
 
 // ------------------------------------------------------------------- the noexcept edge, shape memo

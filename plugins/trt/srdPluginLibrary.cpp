@@ -33,7 +33,8 @@ constexpr bool isCompletePlugin()
         && std::is_base_of<nvinfer1::IPluginV3OneRuntime, Plugin>::value
         && std::is_base_of<nvinfer1::IPluginCreatorV3One, Creator>::value;
 }
-static_assert(isCompletePlugin<srdeploy::trt::BucketSortPlugin, srdeploy::trt::BucketSortPluginCreator>(), "BucketSort");
+static_assert(
+    isCompletePlugin<srdeploy::trt::BucketSortPlugin, srdeploy::trt::BucketSortPluginCreator>(), "BucketSort");
 static_assert(isCompletePlugin<srdeploy::trt::BucketAttentionPlugin, srdeploy::trt::BucketAttentionPluginCreator>(),
     "BucketAttention");
 static_assert(isCompletePlugin<srdeploy::trt::CrossScaleFoldPlugin, srdeploy::trt::CrossScaleFoldPluginCreator>(),
