@@ -17,16 +17,25 @@ import sys
 import time
 from pathlib import Path
 
+from models.errors import SrdeployError  # light: models/__init__ is lazy, torch is not imported
+
 SOURCE_DIR = Path(__file__).resolve().parent
 DEFAULT_BUILD_DIR = SOURCE_DIR / "build"
+# The libraries' file names, defined here only: build() passes them to CMake (SRD_*_OUTPUT_NAME, whose
+# defaults in CMakeLists.txt serve a plain `cmake` run; tests/test_kernels_build.py checks they agree).
 LIB_NAME = "libsrdeploy_kernels.so"
 TRT_LIB_NAME = "libsrdeploy_trt_plugins.so"  # built when TensorRT headers are given (--tensorrt-root)
 # Without --arch, CMakeLists.txt chooses the architectures (the rule lives there only).
 DEFAULT_ARCHS_HELP = "sm_80, sm_90 and sm_100 (+ PTX) with nvcc >= 12.8, else sm_80 and sm_90 (+ PTX)"
 
 
-class BuildError(RuntimeError):
-    pass
+class BuildError(SrdeployError, RuntimeError):
+    """The build cannot run or failed; the message names the cause (with the log's tail)."""
+
+
+def output_name(file_name: str) -> str:
+    """CMake's OUTPUT_NAME of a shared library: "srdeploy_kernels" for "libsrdeploy_kernels.so"."""
+    return file_name[len("lib"):-len(".so")]
 
 
 def find_nvcc() -> str | None:
@@ -57,6 +66,8 @@ def build(build_dir: str | Path | None = None, *, archs: str | None = None, jobs
     build_dir = Path(build_dir) if build_dir else DEFAULT_BUILD_DIR
     configure = [cmake, "-S", str(SOURCE_DIR), "-B", str(build_dir), f"-DCMAKE_BUILD_TYPE={build_type}",
                  f"-DCMAKE_CUDA_COMPILER={nvcc}", f"-DSRD_WERROR={'ON' if werror else 'OFF'}",
+                 f"-DSRD_KERNELS_OUTPUT_NAME={output_name(LIB_NAME)}",
+                 f"-DSRD_TRT_OUTPUT_NAME={output_name(TRT_LIB_NAME)}",
                  # no --arch: forget an earlier choice, CMakeLists.txt picks the default for this nvcc
                  f"-DCMAKE_CUDA_ARCHITECTURES={archs}" if archs else "-UCMAKE_CUDA_ARCHITECTURES"]
     if tensorrt_root:

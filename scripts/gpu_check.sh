@@ -154,7 +154,11 @@ build() {
 }
 export -f environment build
 export ARCH BUILD JOBS TRT_ROOT
-export SRDEPLOY_KERNELS_LIB="$BUILD/libsrdeploy_kernels.so" SRDEPLOY_TRT_PLUGINS="$BUILD/libsrdeploy_trt_plugins.so"
+# The libraries' file names are defined in plugins/build.py only.
+read -r KERNELS_LIB_NAME TRT_LIB_NAME < <(cd "$REPO" && python3 -c 'from plugins.build import LIB_NAME, TRT_LIB_NAME
+print(LIB_NAME, TRT_LIB_NAME)')
+[ -n "${TRT_LIB_NAME:-}" ] || { echo "error: python3 could not read the library names from plugins/build.py" >&2; exit 1; }
+export SRDEPLOY_KERNELS_LIB="$BUILD/$KERNELS_LIB_NAME" SRDEPLOY_TRT_PLUGINS="$BUILD/$TRT_LIB_NAME"
 [ -n "$TRT_ROOT" ] && export SRDEPLOY_TRT_HEADERS="$TRT_ROOT"
 export SRDEPLOY_PARITY_LOG="$OUT_DIR/parity.jsonl"
 PYTEST=(python3 -m pytest -p no:cacheprovider -rA -q)

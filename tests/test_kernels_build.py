@@ -6,6 +6,7 @@ import ctypes
 import logging
 import re
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -51,6 +52,27 @@ def test_default_architectures_follow_the_nvcc_version(built_library):
         assert archs == "80-real;90-real;100"
     else:
         assert archs == "80-real;90"
+
+
+def test_library_names_are_defined_once():
+    """plugins/build.py names the files and passes the names to CMake; CMakeLists.txt's defaults (a plain
+    `cmake` run) make the same files."""
+    text = (plugin_build.SOURCE_DIR / "CMakeLists.txt").read_text()
+    defaults = dict(re.findall(r'set\((SRD_\w+_OUTPUT_NAME) "([^"]+)"', text))
+    assert defaults == {"SRD_KERNELS_OUTPUT_NAME": plugin_build.output_name(plugin_build.LIB_NAME),
+                        "SRD_TRT_OUTPUT_NAME": plugin_build.output_name(plugin_build.TRT_LIB_NAME)}
+    assert plugin_build.LIB_NAME == f"lib{defaults['SRD_KERNELS_OUTPUT_NAME']}.so"
+
+
+def test_build_error_is_an_srdeploy_error_without_torch():
+    """BuildError derives from the project's error root, and `python -m plugins.build` stays light."""
+    from models.errors import SrdeployError
+
+    assert issubclass(plugin_build.BuildError, SrdeployError)
+    run = subprocess.run([sys.executable, "-X", "importtime", "-c", "import plugins.build"], capture_output=True,
+                         text=True, cwd=plugin_build.SOURCE_DIR.parent, check=True)
+    imported = {line.split("|")[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
+    assert "models.errors" in imported and "torch" not in imported
 
 
 def test_library_builds_and_exports_only_the_c_abi(built_library, kernels):

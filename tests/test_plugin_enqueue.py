@@ -1,6 +1,6 @@
 """The IPluginV3 enqueue harness (plugins/trt/harness/): the srdeploy TensorRT plugins created from
 field collections, shaped, configured and enqueued on device buffers as TensorRT does, against
-float64 references from models/ops.py.
+float64 references from models.ops.
 
 On the CPU: the harness compiles (with the plugin library, warnings as errors), checks its case
 files, refuses to run without a GPU (exit 3, one line saying where to run it), and its comparison

@@ -21,6 +21,7 @@ enqueue (the kernels on a GPU) runs in tests/test_plugin_enqueue.py (GPU only).
 """
 import ctypes
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +77,18 @@ def test_plugin_library_loads_in_tensorrt(trt_plugins_lib):
     assert registry.load_library(str(trt_plugins_lib))
     for op in ("BucketSort", "BucketAttention", "CrossScaleFold"):
         assert registry.get_creator(op, "1", "srdeploy") is not None
+
+
+def test_each_op_in_one_folder():
+    """As NVIDIA's plugin/<name>Plugin/: kernel, launcher header, IPluginV3 class and README together in
+    plugins/<op>/; plugins/trt/ keeps only the shared base, the library entry points and the harness. The
+    plugins implement throwing do... methods: no catch block outside the base."""
+    root = Path(trt.__file__).resolve().parents[1]
+    for op in ("bucketSort", "bucketAttention", "crossScaleFold"):
+        folder = root / op
+        wanted = {f"{op}Kernel.cu", f"{op}Kernel.h", f"{op}Plugin.h", f"{op}Plugin.cpp", "README.md"}
+        assert wanted <= {p.name for p in folder.iterdir()}, folder
+        for source in (folder / f"{op}Plugin.h", folder / f"{op}Plugin.cpp"):
+            assert "catch" not in source.read_text(), f"{source}: the base owns the noexcept edge"
+    assert sorted(p.name for p in (root / "trt").glob("*.[hc]*")) == [
+        "srdPluginBase.h", "srdPluginCommon.cpp", "srdPluginCommon.h", "srdPluginLibrary.cpp"]

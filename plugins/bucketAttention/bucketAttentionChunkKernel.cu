@@ -21,6 +21,10 @@
 // 3. combineChunkRounds: one warp per output row, rounds gathered through rank (clamped) and
 //    weighted by the softmax of their logsumexps; 16-byte loads.
 // tests/test_kernel_emulation.py emulates this tiling in float64 against the reference.
+//
+// Long module: one kernel variant (`chunk`) whole: its three launches, the mma/cp.async helpers they
+// use and the launcher that picks the tiling. They change together; what the `gather` variant shares
+// lives in bucketAttentionCommon.cuh.
 #include "bucketAttentionChunkKernel.h"
 
 #include <cmath>
@@ -473,18 +477,12 @@ __global__ void __launch_bounds__(kCombineThreads)
 combineChunkRounds(const T* __restrict__ outWs, const float* __restrict__ lseWs,
                    const int32_t* __restrict__ rank, T* __restrict__ out, int L, int C, int ldV, int R,
                    int rows) {
-    constexpr int kWarps = kCombineThreads / 32;
     constexpr int kV = kVec<T>;
     extern __shared__ __align__(128) unsigned char smemRaw[];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    float* w = reinterpret_cast<float*>(smemRaw) + warp * R;
-    int* src = reinterpret_cast<int*>(reinterpret_cast<float*>(smemRaw) + kWarps * R) + warp * R;
-    const int row = blockIdx.x * kWarps + warp;
-    if (row >= rows) return;  // whole warps leave; nothing below synchronises the block
-    const int n = row / L, l = row - n * L;
-    const size_t nBase = static_cast<size_t>(n) * R * L;
-    bucket_attention::roundWeights(rank, lseWs, nBase, l, L, R, w, src);
-    T* dst = out + static_cast<size_t>(row) * C;
+    const int lane = threadIdx.x & 31;
+    bucket_attention::CombineRow c;
+    if (!bucket_attention::combineRowWeights<kCombineThreads / 32>(smemRaw, rank, lseWs, L, R, rows, c)) return;
+    T* dst = out + static_cast<size_t>(c.row) * C;
     // Whole 16-byte stores when every chunk of the output row is aligned.
     const bool vectorStore = C % kV == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0;
     for (int c0 = lane * kV; c0 < C; c0 += 32 * kV) {  // c0 + kV <= ldV: ldV is a multiple of kV
@@ -493,9 +491,9 @@ combineChunkRounds(const T* __restrict__ outWs, const float* __restrict__ lseWs,
         for (int e = 0; e < kV; ++e) acc[e] = 0.f;
         for (int k = 0; k < R; ++k) {
             float x[kV];
-            load16(outWs + (nBase + src[k]) * ldV + c0, x);
+            load16(outWs + (c.nBase + c.src[k]) * ldV + c0, x);
 #pragma unroll
-            for (int e = 0; e < kV; ++e) acc[e] = fmaf(w[k], x[e], acc[e]);
+            for (int e = 0; e < kV; ++e) acc[e] = fmaf(c.w[k], x[e], acc[e]);
         }
         if (vectorStore) {
             alignas(16) T packed[kV];
@@ -521,13 +519,7 @@ struct ChunkWorkspace {
 
 ChunkGeometry baseGeometry(const BucketAttentionShape& s, DType dtype) {
     ChunkGeometry g{};
-    g.L = s.length;
-    g.c = s.c;
-    g.C = s.channels;
-    g.cs = s.chunkSize;
-    g.R = s.nHashes;
-    g.pad = (g.cs - g.L % g.cs) % g.cs;
-    g.nc = (g.L + g.pad) / g.cs;
+    bucket_attention::setRoundLayout(g, s);
     g.Lp = g.nc * g.cs;
     const bool half = dtype == DType::kFloat16;
     g.ldQ = roundUp(g.c, half ? Traits<__half>::kDimStep : Traits<float>::kDimStep);

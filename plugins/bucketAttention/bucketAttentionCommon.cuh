@@ -8,6 +8,7 @@
 #include <cuda_runtime_api.h>
 
 #include "../common/srdCommon.h"
+#include "bucketAttentionKernel.h"
 
 namespace srd {
 namespace bucket_attention {
@@ -48,6 +49,49 @@ __device__ __forceinline__ void roundWeights(const int32_t* __restrict__ rank, c
     for (int off = 16; off > 0; off >>= 1) z += __shfl_xor_sync(kFullMask, z, off);
     for (int k = lane; k < R; k += 32) w[k] /= z;
     __syncwarp();
+}
+
+// One output row of the round combine (one warp per row) and its round weights.
+struct CombineRow {
+    int row;          // output row (n, l), n = row / L
+    size_t nBase;     // n * R * L: the first per-round row of sample n
+    const float* w;   // w[k]: weight of round k (this warp's shared memory)
+    const int* src;   // src[k]: its per-round row, relative to nBase
+};
+
+// The start of both variants' combine kernels: warp w of the block takes row blockIdx.x * kWarps + w;
+// its weights and sources live in its part of the block's dynamic shared memory (kWarps * R floats,
+// then kWarps * R ints). Returns false past the last row (the whole warp leaves; nothing after this
+// synchronises the block), else fills `c` with the round weights computed (roundWeights).
+template <int kWarps>
+__device__ __forceinline__ bool combineRowWeights(unsigned char* smem, const int32_t* __restrict__ rank,
+                                                  const float* __restrict__ lseWs, int L, int R, int rows,
+                                                  CombineRow& c) {
+    const int warp = threadIdx.x >> 5;
+    float* w = reinterpret_cast<float*>(smem) + warp * R;
+    int* src = reinterpret_cast<int*>(reinterpret_cast<float*>(smem) + kWarps * R) + warp * R;
+    c.row = blockIdx.x * kWarps + warp;
+    if (c.row >= rows) return false;
+    const int n = c.row / L, l = c.row - n * L;
+    c.nBase = static_cast<size_t>(n) * R * L;
+    roundWeights(rank, lseWs, c.nBase, l, L, R, w, src);  // rank clamped into [0, R*L)
+    c.w = w;
+    c.src = src;
+    return true;
+}
+
+// Sets the sizes both variants' geometries start from (their own fields stay as they were): L rows
+// per round, c and C channels, chunk size cs, R rounds, and the `pad` copied rows that make
+// nc = (L + pad) / cs whole chunks.
+template <typename Geometry>
+inline void setRoundLayout(Geometry& g, const BucketAttentionShape& s) {
+    g.L = s.length;
+    g.c = s.c;
+    g.C = s.channels;
+    g.cs = s.chunkSize;
+    g.R = s.nHashes;
+    g.pad = (g.cs - g.L % g.cs) % g.cs;
+    g.nc = (g.L + g.pad) / g.cs;
 }
 
 // Shared memory a block may opt in to on the current device.

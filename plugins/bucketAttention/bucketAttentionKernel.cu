@@ -10,6 +10,11 @@
 //         (c = 64 against C = 256 for P.V, so about +20% flops), the second accumulates
 //         exp(S - lse).V, already normalised.
 // Keys are the queries L2-normalised (eps) in fp32; the norms are computed once per row first.
+//
+// Long module: one kernel variant (`gather`) whole: its shared-memory plans, the fp32 and fp16
+// attention kernels, the round combine and the launcher that picks the column tile. They change
+// together (a plan and the kernel that reads it); what the `chunk` variant shares lives in
+// bucketAttentionCommon.cuh.
 #include "bucketAttentionKernel.h"
 
 #include <cmath>
@@ -23,6 +28,8 @@
 
 namespace srd {
 namespace {
+
+using bucket_attention::keyPosition;
 
 constexpr int kBM = 48;  // query rows per block: cs = 144 is three tiles, no waste
 constexpr int kBN = 64;  // keys per tile
@@ -40,14 +47,22 @@ __device__ __forceinline__ int sourceRow(const int32_t* orderRound, int p, const
     return floorMod(orderRound[p < g.L ? p : p - g.pad], g.L);
 }
 
-// Sorted position of key j in [0, 3cs) of `chunk`: own, previous, next chunk, cyclic. For
-// nc = 1 or 2 the same chunk appears more than once, and counts more than once (as the reference).
-__device__ __forceinline__ int keyPosition(int j, int chunk, const Geometry& g) {
-    const int which = j / g.cs;
-    int kc = chunk;
-    if (which == 1) kc = chunk == 0 ? g.nc - 1 : chunk - 1;
-    if (which == 2) kc = chunk == g.nc - 1 ? 0 : chunk + 1;
-    return kc * g.cs + (j - which * g.cs);
+// Where key j in [0, nKeys = 3cs) of `chunk` comes from: its row s of q and v and max(||q_s||, eps).
+// Past the last key (a partial tile) s = 0 and dn = 1, and the caller writes zeros.
+struct KeyRow {
+    int s;
+    float dn;
+    bool valid;
+};
+
+__device__ __forceinline__ KeyRow keyRow(const int32_t* orderRound, const float* denN, int j, int nKeys, int chunk,
+                                         const Geometry& g) {
+    KeyRow key{0, 1.f, j < nKeys};
+    if (key.valid) {
+        key.s = sourceRow(orderRound, keyPosition(j, chunk, g.cs, g.nc), g);
+        key.dn = denN[key.s];
+    }
+    return key;
 }
 
 struct BlockIndex {
@@ -149,19 +164,12 @@ attentionF32(const float* __restrict__ q, const float* __restrict__ v,
     for (int t = 0; t < nTiles; ++t) {
         __syncthreads();  // previous tile consumed (and Qs written)
         for (int jj = warp; jj < kBN; jj += kF32Threads / 32) {
-            const int j = t * kBN + jj;
-            const bool valid = j < nKeys;
-            int s = 0;
-            float dn = 1.f;
-            if (valid) {
-                s = sourceRow(orderRound, keyPosition(j, b.chunk, g), g);
-                dn = denN[s];
-            }
+            const KeyRow key = keyRow(orderRound, denN, t * kBN + jj, nKeys, b.chunk, g);
             for (int d = lane; d < ck; d += 32)
-                Ks[jj * ldk + d] = (valid && d < g.c) ? qn[static_cast<size_t>(s) * g.c + d] / dn : 0.f;
+                Ks[jj * ldk + d] = (key.valid && d < g.c) ? qn[static_cast<size_t>(key.s) * g.c + d] / key.dn : 0.f;
             for (int cc = lane; cc < BC; cc += 32) {
                 const int col = col0 + cc;
-                Vs[jj * BC + cc] = (valid && col < g.C) ? vn[static_cast<size_t>(s) * g.C + col] : 0.f;
+                Vs[jj * BC + cc] = (key.valid && col < g.C) ? vn[static_cast<size_t>(key.s) * g.C + col] : 0.f;
             }
         }
         __syncthreads();
@@ -342,21 +350,15 @@ attentionF16(const __half* __restrict__ q, const __half* __restrict__ v,
 
     auto loadTile = [&](int t, bool values) {
         for (int jj = warp; jj < kBN; jj += kF16Warps) {
-            const int j = t * kBN + jj;
-            const bool valid = j < nKeys;
-            int s = 0;
-            float dn = 1.f;
-            if (valid) {
-                s = sourceRow(orderRound, keyPosition(j, b.chunk, g), g);
-                dn = denN[s];
-            }
+            const KeyRow key = keyRow(orderRound, denN, t * kBN + jj, nKeys, b.chunk, g);
             for (int d = lane; d < c16; d += 32)
-                Kh[jj * sm.ldq + d] = (valid && d < g.c)
-                    ? __float2half_rn(__half2float(qn[static_cast<size_t>(s) * g.c + d]) / dn) : zero;
+                Kh[jj * sm.ldq + d] = (key.valid && d < g.c)
+                    ? __float2half_rn(__half2float(qn[static_cast<size_t>(key.s) * g.c + d]) / key.dn) : zero;
             if (values)
                 for (int cc = lane; cc < BC; cc += 32) {
                     const int col = col0 + cc;
-                    Vh[jj * sm.ldv + cc] = (valid && col < g.C) ? vn[static_cast<size_t>(s) * g.C + col] : zero;
+                    Vh[jj * sm.ldv + cc] =
+                        (key.valid && col < g.C) ? vn[static_cast<size_t>(key.s) * g.C + col] : zero;
                 }
         }
     };
@@ -466,19 +468,13 @@ __global__ void __launch_bounds__(kCombineThreads)
 combineRounds(const float* __restrict__ outWs, const float* __restrict__ lseWs,
               const int32_t* __restrict__ rank, T* __restrict__ out, int L, int C, int R, int rows) {
     extern __shared__ __align__(128) unsigned char smemRaw[];
-    constexpr int kWarps = kCombineThreads / 32;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    float* w = reinterpret_cast<float*>(smemRaw) + warp * R;
-    int* src = reinterpret_cast<int*>(reinterpret_cast<float*>(smemRaw) + kWarps * R) + warp * R;
-    const int row = blockIdx.x * kWarps + warp;
-    if (row >= rows) return;  // whole warps leave; nothing below synchronises the block
-    const int n = row / L, l = row - n * L;
-    const size_t nBase = static_cast<size_t>(n) * R * L;
-    bucket_attention::roundWeights(rank, lseWs, nBase, l, L, R, w, src);  // rank clamped into [0, R*L)
+    const int lane = threadIdx.x & 31;
+    bucket_attention::CombineRow c;
+    if (!bucket_attention::combineRowWeights<kCombineThreads / 32>(smemRaw, rank, lseWs, L, R, rows, c)) return;
     for (int col = lane; col < C; col += 32) {
         float acc = 0.f;
-        for (int k = 0; k < R; ++k) acc = fmaf(w[k], outWs[(nBase + src[k]) * C + col], acc);
-        out[static_cast<size_t>(row) * C + col] = fromF<T>(acc);
+        for (int k = 0; k < R; ++k) acc = fmaf(c.w[k], outWs[(c.nBase + c.src[k]) * C + col], acc);
+        out[static_cast<size_t>(c.row) * C + col] = fromF<T>(acc);
     }
 }
 
@@ -499,14 +495,6 @@ Workspace carveWorkspace(void* base, const BucketAttentionShape& s) {
     return w;
 }
 
-cudaError_t maxSharedBytes(size_t* bytes) {
-    int dev = 0, value = 0;
-    cudaError_t err = cudaGetDevice(&dev);
-    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&value, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-    *bytes = static_cast<size_t>(value);
-    return err;
-}
-
 }  // namespace
 
 size_t bucketAttentionWorkspaceSize(const BucketAttentionShape& s) {
@@ -522,17 +510,11 @@ LaunchStatus launchBucketAttention(const void* q, const void* v, const int32_t* 
                                    cudaStream_t stream) {
     if (workspaceBytes < bucketAttentionWorkspaceSize(s)) return cudaErrorInvalidValue;
     Geometry g{};
-    g.L = s.length;
-    g.c = s.c;
-    g.C = s.channels;
-    g.cs = s.chunkSize;
-    g.R = s.nHashes;
-    g.pad = (g.cs - g.L % g.cs) % g.cs;
-    g.nc = (g.L + g.pad) / g.cs;
+    bucket_attention::setRoundLayout(g, s);
     g.qTiles = ceilDiv(g.cs, kBM);
     const Workspace w = carveWorkspace(workspace, s);
     size_t maxSmem = 0;
-    cudaError_t err = maxSharedBytes(&maxSmem);
+    cudaError_t err = bucket_attention::maxSharedBytesPerBlock(&maxSmem);
     if (err != cudaSuccess) return err;
     const bool half = dtype == DType::kFloat16;
     const int rows = s.n * s.length;

@@ -163,6 +163,129 @@ bool isFixed(DynamicPluginTensorDesc const& desc) noexcept
     return lo.nbDims == hi.nbDims && lo.nbDims >= 0 && std::equal(lo.d, lo.d + lo.nbDims, hi.d);
 }
 
+std::string ioText(TensorSpec const* specs, int32_t nbInputs, int32_t nbOutputs)
+{
+    auto names = [&](int32_t first, int32_t count) {
+        std::string text;
+        for (int32_t i = first; i < first + count; ++i)
+        {
+            text += (i > first ? ", " : "") + std::string(specs[i].name);
+        }
+        return text;
+    };
+    std::ostringstream os;
+    os << "takes " << nbInputs << (nbInputs == 1 ? " input (" : " inputs (") << names(0, nbInputs) << ") and gives "
+       << nbOutputs << (nbOutputs == 1 ? " output (" : " outputs (") << names(nbInputs, nbOutputs) << ")";
+    return os.str();
+}
+
+namespace
+{
+bool isFloating(DataType type) noexcept
+{
+    return type == DataType::kFLOAT || type == DataType::kHALF;
+}
+} // namespace
+
+bool supportsType(TensorSpec const* specs, int32_t pos, DynamicPluginTensorDesc const* inOut) noexcept
+{
+    DataType const type = inOut[pos].desc.type;
+    if (specs[pos].types == TypeRule::kINDEX)
+    {
+        return type == DataType::kINT32;
+    }
+    for (int32_t i = 0; i < pos; ++i)
+    {
+        if (specs[i].types == TypeRule::kFLOAT)
+        {
+            return type == inOut[i].desc.type; // the type of the op's first float tensor
+        }
+    }
+    return isFloating(type);
+}
+
+DataType checkInputTypes(TensorSpec const* specs, int32_t nbInputs, DataType const* types)
+{
+    int32_t first = -1; // the first float input
+    for (int32_t i = 0; i < nbInputs; ++i)
+    {
+        std::string const name(specs[i].name);
+        if (specs[i].types == TypeRule::kINDEX)
+        {
+            if (types[i] != DataType::kINT32)
+            {
+                throw PluginError(name + " must be kINT32, got " + typeName(types[i]));
+            }
+        }
+        else if (first < 0)
+        {
+            if (!isFloating(types[i]))
+            {
+                throw PluginError(name + " must be kFLOAT or kHALF, got " + typeName(types[i]));
+            }
+            first = i;
+        }
+        else if (types[i] != types[first])
+        {
+            throw PluginError(std::string(specs[first].name) + " and " + name + " must have one type, got "
+                + typeName(types[first]) + " and " + typeName(types[i]) + " (export the graph in one precision)");
+        }
+    }
+    return first < 0 ? DataType::kFLOAT : types[first];
+}
+
+void checkRanks(TensorSpec const* specs, Dims const* dims, int32_t nb)
+{
+    for (int32_t i = 0; i < nb; ++i)
+    {
+        requireRank(dims[i], specs[i].rank, specs[i].name);
+    }
+}
+
+void checkRanks(TensorSpec const* specs, DimsExprs const* dims, int32_t nb)
+{
+    for (int32_t i = 0; i < nb; ++i)
+    {
+        if (dims[i].nbDims != specs[i].rank)
+        {
+            throw PluginError(std::string(specs[i].name) + " must have rank " + std::to_string(specs[i].rank)
+                + ", got rank " + std::to_string(dims[i].nbDims));
+        }
+    }
+}
+
+bool anyEmpty(Dims const* dims, int32_t nb) noexcept
+{
+    for (int32_t i = 0; i < nb; ++i)
+    {
+        if (volume(dims[i]) == 0)
+        {
+            return true;
+        }
+    }
+    return false;
+}
+
+void checkBound(char const* name, int32_t value, Bound bound)
+{
+    if (bound == Bound::kPOSITIVE ? value <= 0 : value < 0)
+    {
+        throw PluginError(std::string(name) + (bound == Bound::kPOSITIVE ? " must be > 0" : " must be >= 0") + ", got "
+            + std::to_string(value));
+    }
+}
+
+void checkBound(char const* name, float value, Bound bound)
+{
+    if (!std::isfinite(value) || (bound == Bound::kPOSITIVE ? !(value > 0.F) : !(value >= 0.F)))
+    {
+        std::ostringstream os;
+        os << name << (bound == Bound::kPOSITIVE ? " must be finite and > 0" : " must be finite and >= 0") << ", got "
+           << value;
+        throw PluginError(os.str());
+    }
+}
+
 bool ShapeMemo::matches(PluginTensorDesc const* in, int32_t nbInputs) const noexcept
 {
     if (mInputs.size() != static_cast<size_t>(nbInputs))

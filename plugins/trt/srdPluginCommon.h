@@ -1,17 +1,16 @@
 /*
- * srdPluginCommon.h: what the three srdeploy TensorRT plugins share (DESIGN.md section 3).
+ * srdPluginCommon.h: the helpers the srdeploy TensorRT plugins share (DESIGN.md section 3); the
+ * plugin base class built on them is srdPluginBase.h.
  *
  *  - the contract constants: namespace "srdeploy", version "1";
  *  - logging through the ILoggerFinder TensorRT hands to setLoggerFinder() (stderr before that);
+ *  - the noexcept edge (guarded): an exception is caught, logged with the op's name and turned
+ *    into a non-zero status, never thrown across the ABI;
+ *  - an op's tensors as data (TensorSpec: name, rank, types) and the checks read from it;
  *  - reading attributes from a PluginFieldCollection (the ONNX parser gives INT as kINT32 and
- *    FLOAT as kFLOAT32; kINT64 / kFLOAT64 are accepted too, for hand-made collections);
- *  - PluginBase: the IPluginV3 / IPluginV3OneCore / IPluginV3OneBuild / IPluginV3OneRuntime object
- *    every plugin is: every noexcept entry point (count checks, catch, log), the timing cache ID, the
- *    memo of the last shapes; the plugins implement the op as throwing do... methods;
- *  - PluginCreator: the IPluginCreatorV3One of a plugin, from the plugin's static field list.
- *
- * Every TensorRT entry point is noexcept: errors are caught, logged with the op's name and turned
- * into a non-zero status / nullptr / false, never an exception across the ABI.
+ *    FLOAT as kFLOAT32; kINT64 / kFLOAT64 are accepted too, for hand-made collections), their
+ *    bounds, and Attribute: an op's attribute as data (name, member, bound);
+ *  - EnqueueArgs: what enqueue hands an op.
  */
 #ifndef SRDEPLOY_TRT_PLUGIN_COMMON_H
 #define SRDEPLOY_TRT_PLUGIN_COMMON_H
@@ -24,6 +23,7 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <ostream>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -94,14 +94,49 @@ int64_t volume(Dims const& dims) noexcept;
 //! Whether the profile fixes this tensor's shape (min == max): then its extents are known at build time.
 bool isFixed(DynamicPluginTensorDesc const& desc) noexcept;
 
-// ---------------------------------------------------------------------------------- attributes
+// ------------------------------------------------------------------------------------- tensors
 
-//! One attribute a plugin takes: its name and the PluginFieldType its creator advertises.
-struct FieldSpec
+//! The types a tensor of an op takes.
+enum class TypeRule : int32_t
+{
+    kINDEX, //!< kINT32
+    kFLOAT, //!< kFLOAT or kHALF; every kFLOAT tensor of an op has the type of its first one
+};
+
+//! One input or output of an op: its name (for messages), its rank and its types.
+struct TensorSpec
 {
     char const* name;
-    PluginFieldType type; // kINT32 or kFLOAT32
+    int32_t rank;
+    TypeRule types;
 };
+
+//! "takes 4 inputs (q, v, order, rank) and gives 1 output (out)", from the op's specs (inputs first).
+std::string ioText(TensorSpec const* specs, int32_t nbInputs, int32_t nbOutputs);
+//! Whether tensor pos of inOut (inputs, then outputs) has a type its spec allows; reads inOut[0..pos] only
+//! (what supportsFormatCombination may read).
+bool supportsType(TensorSpec const* specs, int32_t pos, DynamicPluginTensorDesc const* inOut) noexcept;
+//! Throws PluginError naming the first input whose type its spec refuses; returns the type of the
+//! kFLOAT inputs (kFLOAT when there are none).
+DataType checkInputTypes(TensorSpec const* specs, int32_t nbInputs, DataType const* types);
+//! Throws unless each of the nb dims has the rank of its spec.
+void checkRanks(TensorSpec const* specs, Dims const* dims, int32_t nb);
+void checkRanks(TensorSpec const* specs, DimsExprs const* dims, int32_t nb);
+//! Whether any of the nb dims holds no element (then there is nothing to compute).
+bool anyEmpty(Dims const* dims, int32_t nb) noexcept;
+
+// ---------------------------------------------------------------------------------- attributes
+
+//! The values an attribute takes; a float must also be finite.
+enum class Bound : int32_t
+{
+    kPOSITIVE,     //!< > 0
+    kNON_NEGATIVE, //!< >= 0
+};
+
+//! Throws PluginError("<name> must be > 0, got <value>") (or ">= 0", "finite and") outside the bound.
+void checkBound(char const* name, int32_t value, Bound bound);
+void checkBound(char const* name, float value, Bound bound);
 
 //! Reads attributes by name from a collection; throws PluginError naming a missing or ill-typed one.
 class FieldReader
@@ -116,7 +151,91 @@ private:
     PluginFieldCollection const* mFC;
 };
 
-// ----------------------------------------------------------------------------------- base class
+//! One attribute of Plugin: its name, the int32_t or float member that holds it, its bound. The one
+//! place each attribute is named: the creator's fields, reading, checking, serialisation and the
+//! metadata all come from the plugin's table of them.
+template <typename Plugin>
+class Attribute
+{
+public:
+    Attribute(char const* attributeName, int32_t Plugin::* member, Bound bound) noexcept
+        : mName(attributeName)
+        , mInt(member)
+        , mBound(bound)
+    {
+    }
+    Attribute(char const* attributeName, float Plugin::* member, Bound bound) noexcept
+        : mName(attributeName)
+        , mFloat(member)
+        , mBound(bound)
+    {
+    }
+
+    //! The name and type the creator advertises (getFieldNames).
+    PluginField declaration() const noexcept
+    {
+        return PluginField(mName, nullptr, type(), 1);
+    }
+    //! Reads the value into plugin and checks its bound; throws PluginError naming what is wrong.
+    void read(FieldReader const& fields, Plugin& plugin) const
+    {
+        if (mInt != nullptr)
+        {
+            plugin.*mInt = fields.getInt(mName);
+            checkBound(mName, plugin.*mInt, mBound);
+        }
+        else
+        {
+            plugin.*mFloat = fields.getFloat(mName);
+            checkBound(mName, plugin.*mFloat, mBound);
+        }
+    }
+    //! The serialised field: the name and type of declaration(), the value of plugin (pointed to).
+    PluginField field(Plugin& plugin) const noexcept
+    {
+        void const* value
+            = mInt != nullptr ? static_cast<void const*>(&(plugin.*mInt)) : static_cast<void const*>(&(plugin.*mFloat));
+        return PluginField(mName, value, type(), 1);
+    }
+    //! "name=value", for the metadata and the timing cache ID.
+    void print(std::ostream& os, Plugin const& plugin) const
+    {
+        os << mName << '=';
+        if (mInt != nullptr)
+        {
+            os << plugin.*mInt;
+        }
+        else
+        {
+            os << plugin.*mFloat;
+        }
+    }
+
+private:
+    PluginFieldType type() const noexcept
+    {
+        return mInt != nullptr ? PluginFieldType::kINT32 : PluginFieldType::kFLOAT32;
+    }
+
+    char const* mName;
+    int32_t Plugin::* mInt{nullptr};
+    float Plugin::* mFloat{nullptr};
+    Bound mBound;
+};
+
+//! What enqueue hands an op: the actual input descriptors, the buffers, the workspace (sized by
+//! doWorkspaceSize for these shapes) and the stream.
+struct EnqueueArgs
+{
+    PluginTensorDesc const* inputDesc;
+    void const* const* inputs;
+    void* const* outputs;
+    void* workspace;
+    size_t workspaceBytes;
+    cudaStream_t stream;
+};
+
+// ------------------------------------------------------------------- the noexcept edge, shape memo
 
 //! The noexcept edge: runs fn, returns 0; an exception is logged as an error of op and gives -1.
 template <typename Fn>
@@ -149,277 +268,6 @@ public:
 
 private:
     std::vector<std::pair<Dims, DataType>> mInputs;
-};
-
-//! Every IPluginV3 entry point of a plugin, noexcept: counts of inputs and outputs checked, errors
-//! caught and logged as "[srdeploy] <op>: <reason>" and turned into -1 / 0 / false / nullptr.
-//! Derived implements the op as throwing methods and constants:
-//!   kNAME, kNB_INPUTS, kNB_OUTPUTS, kIO ("takes 1 input (codes) and gives 2 outputs (order, rank)"),
-//!   fieldSpecs(), a constructor from FieldReader (calling describe()), appendFields(),
-//!   doOutputDataTypes(outTypes, inTypes), doOutputShapes(inputs, outputs, exprBuilder),
-//!   doSupportsType(pos, inOut) (the format is LINEAR, pos in range),
-//!   doConfigure(in) (ranks and types; extents only where the profile fixes them),
-//!   doCheckShapes(dims) (exact extents of the actual input dims),
-//!   doWorkspaceSize(dims, type) (for input dims, the profile maxima or the actual ones),
-//!   doEnqueue(inputDesc, inputs, outputs, workspace, workspaceBytes, stream).
-template <typename Derived>
-class PluginBase : public IPluginV3,
-                   public nvinfer1::IPluginV3OneCore,
-                   public nvinfer1::IPluginV3OneBuild,
-                   public nvinfer1::IPluginV3OneRuntime
-{
-public:
-    ~PluginBase() noexcept override = default;
-
-    // IPluginV3
-    IPluginCapability* getCapabilityInterface(PluginCapabilityType type) noexcept override
-    {
-        switch (type)
-        {
-        case PluginCapabilityType::kCORE: return static_cast<nvinfer1::IPluginV3OneCore*>(this);
-        case PluginCapabilityType::kBUILD: return static_cast<nvinfer1::IPluginV3OneBuild*>(this);
-        case PluginCapabilityType::kRUNTIME: return static_cast<nvinfer1::IPluginV3OneRuntime*>(this);
-        }
-        return nullptr;
-    }
-
-    IPluginV3* clone() noexcept override
-    {
-        IPluginV3* copy{nullptr};
-        guarded(Derived::kNAME, [&] { copy = new Derived(self()); });
-        return copy;
-    }
-
-    // IPluginV3OneCore
-    char const* getPluginName() const noexcept override
-    {
-        return Derived::kNAME;
-    }
-    char const* getPluginVersion() const noexcept override
-    {
-        return kPLUGIN_VERSION;
-    }
-    char const* getPluginNamespace() const noexcept override
-    {
-        return kPLUGIN_NAMESPACE;
-    }
-
-    // IPluginV3OneBuild
-    char const* getMetadataString() noexcept override
-    {
-        return mMetadata.c_str();
-    }
-
-    //! Non-null, so that a timing cache (trtexec --timingCacheFile) keeps this plugin's timings. TensorRT
-    //! prefixes the I/O shapes and formats; the attributes are the rest of what the kernels depend on.
-    char const* getTimingCacheID() noexcept override
-    {
-        return mTimingCacheID.c_str();
-    }
-
-    int32_t getNbOutputs() const noexcept override
-    {
-        return Derived::kNB_OUTPUTS;
-    }
-
-    int32_t getOutputDataTypes(
-        DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes, int32_t nbInputs) const noexcept override
-    {
-        return guarded(Derived::kNAME, [&] {
-            checkCounts(nbInputs, nbOutputs);
-            self().doOutputDataTypes(outputTypes, inputTypes);
-        });
-    }
-
-    int32_t getOutputShapes(DimsExprs const* inputs, int32_t nbInputs, DimsExprs const* /* shapeInputs */,
-        int32_t /* nbShapeInputs */, DimsExprs* outputs, int32_t nbOutputs, IExprBuilder& exprBuilder) noexcept override
-    {
-        return guarded(Derived::kNAME, [&] {
-            checkCounts(nbInputs, nbOutputs);
-            self().doOutputShapes(inputs, outputs, exprBuilder);
-        });
-    }
-
-    bool supportsFormatCombination(
-        int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept override
-    {
-        // Asked many times while TensorRT searches formats: no logging, a plain no.
-        return inOut != nullptr && nbInputs == Derived::kNB_INPUTS && nbOutputs == Derived::kNB_OUTPUTS && pos >= 0
-            && pos < nbInputs + nbOutputs && inOut[pos].desc.format == TensorFormat::kLINEAR
-            && self().doSupportsType(pos, inOut);
-    }
-
-    int32_t configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* /* out */,
-        int32_t nbOutputs) noexcept override
-    {
-        return guarded(Derived::kNAME, [&] {
-            checkCounts(nbInputs, nbOutputs);
-            self().doConfigure(in);
-        });
-    }
-
-    size_t getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
-        DynamicPluginTensorDesc const* /* outputs */, int32_t nbOutputs) const noexcept override
-    {
-        size_t bytes{0};
-        guarded(Derived::kNAME, [&] {
-            checkCounts(nbInputs, nbOutputs);
-            std::array<Dims, Derived::kNB_INPUTS> dims{};
-            for (int32_t i = 0; i < Derived::kNB_INPUTS; ++i)
-            {
-                dims[i] = inputs[i].max; // the largest shapes of the profile
-            }
-            bytes = self().doWorkspaceSize(dims.data(), inputs[0].desc.type);
-        });
-        return bytes;
-    }
-
-    // IPluginV3OneRuntime
-    IPluginV3* attachToContext(IPluginResourceContext* /* context */) noexcept override
-    {
-        return clone(); // no per-context resources: workspace comes from TensorRT
-    }
-
-    PluginFieldCollection const* getFieldsToSerialize() noexcept override
-    {
-        mSerialFields.clear();
-        if (guarded(Derived::kNAME, [&] { self().appendFields(mSerialFields); }) != 0)
-        {
-            return nullptr;
-        }
-        mSerialCollection.nbFields = static_cast<int32_t>(mSerialFields.size());
-        mSerialCollection.fields = mSerialFields.data();
-        return &mSerialCollection;
-    }
-
-    int32_t onShapeChange(
-        PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const* /* out */, int32_t nbOutputs) noexcept override
-    {
-        return guarded(Derived::kNAME, [&] {
-            checkCounts(nbInputs, nbOutputs);
-            if (mLastShapes.matches(in, nbInputs))
-            {
-                return; // mWorkspaceBytes still holds
-            }
-            mLastShapes.forget();
-            std::array<Dims, Derived::kNB_INPUTS> dims{};
-            for (int32_t i = 0; i < Derived::kNB_INPUTS; ++i)
-            {
-                dims[i] = in[i].dims;
-            }
-            self().doCheckShapes(dims.data());
-            mWorkspaceBytes = self().doWorkspaceSize(dims.data(), in[0].type);
-            mLastShapes.remember(in, nbInputs);
-        });
-    }
-
-    int32_t enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* /* outputDesc */,
-        void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override
-    {
-        return guarded(Derived::kNAME,
-            [&] { self().doEnqueue(inputDesc, inputs, outputs, workspace, mWorkspaceBytes, stream); });
-    }
-
-protected:
-    PluginBase() = default;
-    PluginBase(PluginBase const& other)
-        : IPluginV3(other)
-        , nvinfer1::IPluginV3OneCore(other)
-        , nvinfer1::IPluginV3OneBuild(other)
-        , nvinfer1::IPluginV3OneRuntime(other)
-        , mMetadata(other.mMetadata)
-        , mTimingCacheID(other.mTimingCacheID)
-        , mLastShapes(other.mLastShapes)
-        , mWorkspaceBytes(other.mWorkspaceBytes)
-    {
-        // mSerialFields point into the object they were made for: rebuilt on demand, never copied.
-    }
-    PluginBase& operator=(PluginBase const&) = delete;
-
-    //! Records the attributes ("name=value ...") for the engine inspector and the timing cache.
-    void describe(std::string const& attributes)
-    {
-        mMetadata = attributes;
-        mTimingCacheID = std::string(kPLUGIN_NAMESPACE) + "::" + Derived::kNAME + "/" + kPLUGIN_VERSION + " " + attributes;
-    }
-
-private:
-    Derived const& self() const noexcept
-    {
-        return static_cast<Derived const&>(*this);
-    }
-    Derived& self() noexcept
-    {
-        return static_cast<Derived&>(*this);
-    }
-
-    static void checkCounts(int32_t nbInputs, int32_t nbOutputs)
-    {
-        if (nbInputs != Derived::kNB_INPUTS || nbOutputs != Derived::kNB_OUTPUTS)
-        {
-            throw PluginError(std::string(Derived::kIO) + ", got " + std::to_string(nbInputs) + " and "
-                + std::to_string(nbOutputs));
-        }
-    }
-
-    std::string mMetadata;      //!< "name=value ..." of the attributes (engine inspector)
-    std::string mTimingCacheID; //!< "srdeploy::<op>/1 <attributes>"
-    ShapeMemo mLastShapes;
-    size_t mWorkspaceBytes{}; //!< for the shapes of the last onShapeChange()
-    std::vector<PluginField> mSerialFields;
-    PluginFieldCollection mSerialCollection{};
-};
-
-// -------------------------------------------------------------------------------------- creator
-
-//! The creator of Plugin. Plugin provides kNAME, a static fieldSpecs() returning
-//! std::vector<FieldSpec>, and a constructor taking a FieldReader const&.
-template <typename Plugin>
-class PluginCreator : public nvinfer1::IPluginCreatorV3One
-{
-public:
-    PluginCreator()
-    {
-        for (FieldSpec const& spec : Plugin::fieldSpecs())
-        {
-            mFields.emplace_back(spec.name, nullptr, spec.type, 1);
-        }
-        mCollection.nbFields = static_cast<int32_t>(mFields.size());
-        mCollection.fields = mFields.data();
-    }
-    ~PluginCreator() override = default;
-    PluginCreator(PluginCreator const&) = delete;
-    PluginCreator& operator=(PluginCreator const&) = delete;
-
-    IPluginV3* createPlugin(char const* /* name */, PluginFieldCollection const* fc, TensorRTPhase /* phase */) noexcept override
-    {
-        // The build and the runtime phase read the same fields: getFieldsToSerialize() writes the
-        // attributes under the names and types of getFieldNames().
-        IPluginV3* plugin{nullptr};
-        guarded(Plugin::kNAME, [&] { plugin = new Plugin(FieldReader(fc)); });
-        return plugin;
-    }
-
-    PluginFieldCollection const* getFieldNames() noexcept override
-    {
-        return &mCollection;
-    }
-    char const* getPluginName() const noexcept override
-    {
-        return Plugin::kNAME;
-    }
-    char const* getPluginVersion() const noexcept override
-    {
-        return kPLUGIN_VERSION;
-    }
-    char const* getPluginNamespace() const noexcept override
-    {
-        return kPLUGIN_NAMESPACE;
-    }
-
-private:
-    std::vector<PluginField> mFields;
-    PluginFieldCollection mCollection{};
 };
 
 } // namespace trt

@@ -9,9 +9,9 @@
  * Nothing else is exported (exports.map). The creators are function-local statics: constructed on
  * the first getCreators() call, alive until the library is unloaded.
  */
-#include "bucketAttentionPlugin.h"
-#include "bucketSortPlugin.h"
-#include "crossScaleFoldPlugin.h"
+#include "../bucketAttention/bucketAttentionPlugin.h"
+#include "../bucketSort/bucketSortPlugin.h"
+#include "../crossScaleFold/crossScaleFoldPlugin.h"
 
 #include <type_traits>
 
@@ -33,7 +33,8 @@ constexpr bool isCompletePlugin()
         && std::is_base_of<nvinfer1::IPluginV3OneRuntime, Plugin>::value
         && std::is_base_of<nvinfer1::IPluginCreatorV3One, Creator>::value;
 }
-static_assert(isCompletePlugin<srdeploy::trt::BucketSortPlugin, srdeploy::trt::BucketSortPluginCreator>(), "BucketSort");
+static_assert(
+    isCompletePlugin<srdeploy::trt::BucketSortPlugin, srdeploy::trt::BucketSortPluginCreator>(), "BucketSort");
 static_assert(isCompletePlugin<srdeploy::trt::BucketAttentionPlugin, srdeploy::trt::BucketAttentionPluginCreator>(),
     "BucketAttention");
 static_assert(isCompletePlugin<srdeploy::trt::CrossScaleFoldPlugin, srdeploy::trt::CrossScaleFoldPluginCreator>(),

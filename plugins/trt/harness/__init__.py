@@ -1,5 +1,5 @@
 """The IPluginV3 enqueue harness: the srdeploy TensorRT plugins run as TensorRT runs them, on a GPU,
-against references from ``models/ops.py``.
+against references from ``models.ops``.
 
     python -m plugins.trt.harness [--build-dir D] [--arch 90-real] [--variants gather,chunk] [--json F]
 
@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from models import ops
+from models.files import atomic_write
 
 __all__ = ["Case", "EXIT_NO_GPU", "FLOORS", "cases", "run", "write_cases"]
 
@@ -136,8 +137,6 @@ def _dims(shape) -> str:
 def write_cases(directory: str | Path, selected: list[Case]) -> Path:
     """Inputs as the plugin's dtype, references as float64 (int32 for index outputs), raw
     little-endian; the manifest last (atomically), so a half-written folder has none."""
-    from runtime.trt import atomic_write_bytes  # stdlib-only module: fine on the GPU machine
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     lines = ["# srdeploy plugin enqueue cases (python -m plugins.trt.harness); format: enqueueHarness.cpp"]
@@ -157,7 +156,7 @@ def write_cases(directory: str | Path, selected: list[Case]) -> Path:
             lines.append(f"output {key} {_DTYPE_NAMES[case.output_dtypes[key]]} {_dims(ref.shape)} {file}")
         lines += [f"floor {case.floor_db}", "end"]
     manifest = directory / "manifest.txt"
-    atomic_write_bytes(manifest, ("\n".join(lines) + "\n").encode())
+    atomic_write(manifest, "\n".join(lines) + "\n")
     return manifest
 
 

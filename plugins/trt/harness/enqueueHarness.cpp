@@ -26,6 +26,11 @@
  *
  * Exit: 0 every case passed (or skipped), 1 a case failed, 2 bad arguments or case files,
  *       3 no CUDA device (nothing run: run this on the GPU machine).
+ *
+ * Long module: one test program, read top to bottom in the order it works (the case files Python
+ * writes, device buffers with guards, the comparison and its JSON, one case through TensorRT's call
+ * sequence, main). Each part serves only this program and the parts share its small types (Tensor,
+ * Case, Result); split across files they would need a header of their own for no other reader.
  */
 #include "trtHarnessSupport.h"
 

@@ -31,7 +31,7 @@ int gFailures = 0;
 
 using Shape = std::vector<int64_t>;
 
-// The kernel library's own size query (libsrdeploy_kernels.so, built beside the plugin library):
+// The kernel library's own size query (SRD_KERNELS_LIB_FILE, set by CMake: built beside the plugin library):
 // the plugin must ask TensorRT for exactly what the kernels need, whichever BucketAttention variant
 // runs (the query covers both).
 using AttentionWorkspaceQuery = int (*)(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, size_t*);
@@ -248,7 +248,7 @@ int main(int argc, char** argv)
         PluginLibrary lib(argv[1]);
         std::string const libraryPath(argv[1]);
         std::string const folder = libraryPath.substr(0, libraryPath.find_last_of('/') + 1);
-        void* kernels = dlopen((folder + "libsrdeploy_kernels.so").c_str(), RTLD_NOW | RTLD_LOCAL);
+        void* kernels = dlopen((folder + SRD_KERNELS_LIB_FILE).c_str(), RTLD_NOW | RTLD_LOCAL);
         if (kernels != nullptr)
         {
             gAttentionWorkspace

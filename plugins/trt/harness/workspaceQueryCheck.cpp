@@ -3,10 +3,10 @@
  * library's C ABI (defined below), to show on a CPU what TensorRT cannot show without a GPU (the
  * real size query asks CUB, which needs one): onShapeChange queries the workspace once per new
  * shape, not once per call; configurePlugin queries nothing; a failed query is not remembered.
- * tests/test_trt_plugins_build.py compiles it with srdPluginCommon.cpp and bucketSortPlugin.cpp.
+ * CMake builds it with srdPluginCommon.cpp and bucketSort/bucketSortPlugin.cpp; tests/test_trt_plugins_build.py runs it.
  * Prints "PASSED" and exits 0, or prints what failed and exits 1.
  */
-#include "../bucketSortPlugin.h"
+#include "../../bucketSort/bucketSortPlugin.h"
 
 #include <cstdio>
 
@@ -72,7 +72,8 @@ int main()
     int32_t buckets = 8;
     PluginField field("num_buckets", &buckets, PluginFieldType::kINT32, 1);
     PluginFieldCollection fc{1, &field};
-    BucketSortPlugin plugin{FieldReader(&fc)};
+    BucketSortPlugin plugin;
+    plugin.readAttributes(FieldReader(&fc));
     nvinfer1::IPluginV3OneRuntime& rt = plugin;
     nvinfer1::IPluginV3OneBuild& build = plugin;
 
