@@ -16,18 +16,23 @@ The run folder holds ``state.pt`` (model, optimiser, RNG states, step; written a
 network's state dict in the official key layout) and ``train.json`` (config, data, steps,
 seed, time, final PSNR on the validation crops). Running the same command again resumes from
 ``state.pt`` and ends bit-identical to an uninterrupted run.
+
+From Python: ``train(TrainConfig(model="nlsn", scale=2, out="runs/nlsn_x2", cfg={"n_feats": 32}))``;
+:class:`TrainConfig` has the flags' names and defaults, and the command line only fills it in. The
+data (image reading, patches, validation crops) is in :mod:`models.train_data`.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
-import os
 import platform
 import random
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +41,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from models.errors import SrdeployError
 import models
+from models.errors import SrdeployError
+from models.files import atomic_output, atomic_write
+from models.train_data import PatchData, TrainError, default_data_dir, validation_crops
+from runtime.metrics import psnr
 
 PROG = "python -m models.train"
 STATE = "state.pt"
@@ -46,91 +54,58 @@ SUMMARY = "train.json"
 LOG = "train.log"
 
 
-class TrainError(SrdeployError, ValueError):
-    """A bad training request; reported as one line, exit status 2."""
-
-
-# ----------------------------------------------------------------------------------------- data
-def default_data_dir() -> Path:
-    root = Path(os.environ.get("SRDEPLOY_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-    return root / "data" / "train" / "T91"
-
-
-def read_rgb_uint8(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
-
-
-class PatchData:
-    """HR images in memory with their bicubic LR; draws aligned, augmented LR/HR patch batches."""
-
-    def __init__(self, files: list[Path], scale: int, lr_patch: int):
-        from runtime.resize import bicubic_downscale_uint8
-
-        self.scale, self.lr_patch = scale, lr_patch
-        self.pairs: list[tuple[np.ndarray, np.ndarray]] = []
-        for f in files:
-            hr = read_rgb_uint8(f)
-            h, w = hr.shape[0] - hr.shape[0] % scale, hr.shape[1] - hr.shape[1] % scale
-            if h // scale < lr_patch or w // scale < lr_patch:
-                continue  # too small for one patch
-            hr = np.ascontiguousarray(hr[:h, :w])
-            self.pairs.append((bicubic_downscale_uint8(hr, scale), hr))
-        if not self.pairs:
-            raise TrainError(f"no training image is at least {lr_patch * scale} px on each side "
-                             f"(LR patch {lr_patch} at x{scale})")
-        # images drawn in proportion to their number of patch positions (big images more often)
-        area = np.array([(lr.shape[0] - lr_patch + 1) * (lr.shape[1] - lr_patch + 1) for lr, _ in self.pairs],
-                        dtype=np.float64)
-        self.p = area / area.sum()
-
-    def batch(self, rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        s, p = self.scale, self.lr_patch
-        lrs, hrs = [], []
-        for _ in range(n):
-            lr, hr = self.pairs[int(rng.choice(len(self.pairs), p=self.p))]
-            y = int(rng.integers(0, lr.shape[0] - p + 1))
-            x = int(rng.integers(0, lr.shape[1] - p + 1))
-            a = lr[y:y + p, x:x + p]
-            b = hr[y * s:(y + p) * s, x * s:(x + p) * s]
-            k = int(rng.integers(0, 8))  # one of the 8 flips/rotations of the square
-            if k & 1:
-                a, b = a[:, ::-1], b[:, ::-1]
-            if k & 2:
-                a, b = a[::-1], b[::-1]
-            if k & 4:
-                a, b = a.transpose(1, 0, 2), b.transpose(1, 0, 2)
-            lrs.append(np.ascontiguousarray(a))
-            hrs.append(np.ascontiguousarray(b))
-        to = lambda xs: torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float().div_(255.0)  # noqa: E731
-        return to(lrs), to(hrs)
-
-
-def validation_crops(data: PatchData, n: int = 8, seed: int = 12345) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fixed LR/HR crops (no augmentation) for the PSNR that the log and the summary report."""
-    rng = np.random.default_rng(seed)
-    p, s = data.lr_patch, data.scale
-    lrs, hrs = [], []
-    for i in rng.choice(len(data.pairs), size=min(n, len(data.pairs)), replace=False):
-        lr, hr = data.pairs[int(i)]
-        y = (lr.shape[0] - p) // 2
-        x = (lr.shape[1] - p) // 2
-        lrs.append(lr[y:y + p, x:x + p])
-        hrs.append(hr[y * s:(y + p) * s, x * s:(x + p) * s])
-    to = lambda xs: torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float().div_(255.0)  # noqa: E731
-    return to(lrs), to(hrs)
-
-
-def psnr(sr: torch.Tensor, hr: torch.Tensor) -> float:
-    """RGB PSNR (peak 1) of 8-bit-quantised outputs; a training monitor, not the benchmark metric."""
-    mse = ((sr.clamp(0, 1) * 255).round() / 255 - hr).pow(2).mean().item()
-    return 10 * math.log10(1.0 / max(mse, 1e-12))
-
-
 # ---------------------------------------------------------------------------------------- config
+@dataclass
+class TrainConfig:
+    """One training run (the CLI's flags, same names and defaults); :func:`train` carries it out."""
+    model: str                                # models.ARCHITECTURES
+    scale: int                                # models.SCALES
+    out: str | Path                           # run folder: state, log, final weights; resumed if it holds a state
+    cfg: dict[str, int | float] = field(default_factory=dict)  # architecture options (official names)
+    data: str | Path = field(default_factory=lambda: str(default_data_dir()))  # folder of HR images
+    steps: int = 5000
+    batch: int = 16
+    patch: int = 48                           # LR patch size (HR patch = patch × scale)
+    lr: float = 2e-4
+    lr_min: float = 1e-6
+    warmup: int = 100
+    seed: int = 0
+    init_from: str | Path | None = None       # start from the tensors of these weights that fit
+    skip_attention: bool = False              # NLSN: attention blocks are identities in this run
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+    threads: int = 1                          # torch CPU threads
+    save_every: int = 200
+    log_every: int = 50
+    val_every: int = 500
+    stop_after: int | None = None             # stop after this many more steps (resumable)
+    restart: bool = False                     # ignore an existing state in out
+    quiet: bool = False                       # no progress bar; the log file is still written
+
+    def check(self) -> None:
+        """TrainError naming the first value that cannot work (before anything is read or written)."""
+        if self.model not in models.ARCHITECTURES:
+            raise TrainError(f"--model {self.model}: one of {', '.join(sorted(models.ARCHITECTURES))}")
+        if self.scale not in models.SCALES:
+            raise TrainError(f"--scale {self.scale}: one of {', '.join(map(str, models.SCALES))}")
+        for name in ("steps", "batch", "patch", "save_every", "log_every", "val_every", "threads"):
+            if getattr(self, name) < 1:
+                raise TrainError(f"--{name.replace('_', '-')} must be ≥ 1")
+        if not (0 < self.lr_min <= self.lr) and self.lr_min != 0:
+            raise TrainError("--lr-min must be ≤ --lr")
+        if not Path(self.data).is_dir():
+            raise TrainError(f"--data {self.data}: no such folder")
+        if self.init_from and not Path(self.init_from).is_file():
+            raise TrainError(f"--init-from {self.init_from}: no such file")
+
+    def run_key(self) -> dict[str, Any]:
+        """What must be the same for a resume to continue the same run (stored in the state)."""
+        return dict(model=self.model, scale=self.scale, cfg=dict(self.cfg), steps=self.steps, batch=self.batch,
+                    patch=self.patch, lr=self.lr, lr_min=self.lr_min, warmup=self.warmup, seed=self.seed,
+                    init_from=str(self.init_from) if self.init_from else None, skip_attention=self.skip_attention)
+
+
 def parse_cfg(items: list[str]) -> dict[str, Any]:
+    """``--cfg NAME=VALUE ...`` -> ``{name: int or float}``."""
     cfg: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
@@ -167,16 +142,11 @@ def init_from(net: torch.nn.Module, path: Path) -> list[str]:
 
 
 # -------------------------------------------------------------------------------------- training
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_json(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+def _save(obj: Any, path: Path) -> None:
+    # torch.save names the archive inside after the file it is given a path to (here a random temporary
+    # name); through a file object it is always "archive", so the same tensors give the same bytes
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def sha256(path: Path) -> str:
@@ -187,62 +157,62 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def run_config(args: argparse.Namespace) -> dict[str, Any]:
-    """What must be the same for a resume to continue the same run."""
-    return dict(model=args.model, scale=args.scale, cfg=parse_cfg(args.cfg), steps=args.steps, batch=args.batch,
-                patch=args.patch, lr=args.lr, lr_min=args.lr_min, warmup=args.warmup, seed=args.seed,
-                init_from=str(args.init_from) if args.init_from else None, skip_attention=args.skip_attention)
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Train (or resume) the run ``config`` describes; ``{"step", "finished"[, "summary"]}``.
 
-
-def train(args: argparse.Namespace) -> dict[str, Any]:
-    out = Path(args.out)
+    Raises TrainError (SrdeployError) for a request that cannot work; Ctrl-C saves the state first."""
+    config.check()
+    out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    torch.set_num_threads(config.threads)
+    device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TrainError("--device cuda: CUDA is not available; use --device cpu")
-    cfg = parse_cfg(args.cfg)
-    conf = run_config(args)
+    if device.type == "cuda":  # the layer that picks the device switches the CUDA kernels on (issue 11)
+        from plugins import kernels  # noqa: PLC0415
+        kernels.enable()
+    cfg = dict(config.cfg)
+    conf = config.run_key()
     log = open(out / LOG, "a", buffering=1)
 
     def say(msg: str) -> None:
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
         log.write(line + "\n")
-        if not args.quiet:
+        if not config.quiet:
             tqdm.write(line)
 
     # seeds: python, numpy (one generator for all sampling), torch (initialisation)
-    random.seed(args.seed)
-    np_rng = np.random.default_rng(args.seed)
-    torch.manual_seed(args.seed)
+    random.seed(config.seed)
+    np_rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
     try:
-        net = models.build(args.model, args.scale, **cfg)
+        net = models.build(config.model, config.scale, **cfg)
     except (ValueError, TypeError) as e:
         raise TrainError(str(e)) from None
     full_cfg = dict(net.config)
-    if args.model == "nlsn" and args.patch * args.patch < full_cfg["chunk_size"]:
-        raise TrainError(f"--patch {args.patch}: NLSN needs patch² ≥ chunk_size ({full_cfg['chunk_size']})")
+    if config.model == "nlsn" and config.patch * config.patch < full_cfg["chunk_size"]:
+        raise TrainError(f"--patch {config.patch}: NLSN needs patch² ≥ chunk_size ({full_cfg['chunk_size']})")
     u = getattr(net, "valid_size", None)
-    if u is not None and net.valid_size(args.patch, args.patch) != (args.patch, args.patch):
-        raise TrainError(f"--patch {args.patch} is not a size {args.model} x{args.scale} accepts "
-                         f"(nearest: {net.valid_size(args.patch, args.patch)[0]})")
-    if args.skip_attention:
+    if u is not None and net.valid_size(config.patch, config.patch) != (config.patch, config.patch):
+        raise TrainError(f"--patch {config.patch} is not a size {config.model} x{config.scale} accepts "
+                         f"(nearest: {net.valid_size(config.patch, config.patch)[0]})")
+    if config.skip_attention:
         blocks = getattr(net, "attention_blocks", None)
         if blocks is None:
             raise TrainError("--skip-attention: only NLSN has attention blocks that can be bypassed")
         for m in blocks():  # identity for this whole run; the weights file keeps their (untouched) tensors
             m.forward = _identity
     taken: list[str] = []
-    if args.init_from:
-        taken = init_from(net, Path(args.init_from))
+    if config.init_from:
+        taken = init_from(net, Path(config.init_from))
     net.to(device).train()
-    opt = torch.optim.Adam(net.parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8)
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
     step, elapsed = 0, 0.0
     resumed_loss = None
     history: list[dict[str, float]] = []
     state_path = out / STATE
-    if state_path.exists() and not args.restart:
-        st = torch.load(state_path, map_location="cpu", weights_only=False)
+    if state_path.exists() and not config.restart:
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
         if st["config"] != conf:
             diff = sorted(k for k in conf if st["config"].get(k) != conf[k])
             raise TrainError(f"{state_path} belongs to another run (differs in {', '.join(diff)}); "
@@ -254,43 +224,44 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_rng_state(st["torch_rng"])
         step, elapsed, history = st["step"], st["elapsed"], st["history"]
         resumed_loss = st.get("running_loss")
-        say(f"resumed {state_path} at step {step}/{args.steps}")
+        say(f"resumed {state_path} at step {step}/{config.steps}")
     else:
-        say(f"start {args.model} x{args.scale} {full_cfg} steps={args.steps} batch={args.batch} "
-            f"patch={args.patch} lr={args.lr} seed={args.seed} device={device} threads={args.threads}"
-            + (f" init_from={args.init_from} ({len(taken)} tensors)" if args.init_from else ""))
+        say(f"start {config.model} x{config.scale} {full_cfg} steps={config.steps} batch={config.batch} "
+            f"patch={config.patch} lr={config.lr} seed={config.seed} device={device} threads={config.threads}"
+            + (f" init_from={config.init_from} ({len(taken)} tensors)" if config.init_from else ""))
 
-    files = sorted(p for p in Path(args.data).iterdir() if p.suffix.lower() in (".png", ".bmp", ".jpg", ".jpeg"))
+    files = sorted(p for p in Path(config.data).iterdir() if p.suffix.lower() in (".png", ".bmp", ".jpg", ".jpeg"))
     if not files:
-        raise TrainError(f"--data {args.data}: no images")
-    data = PatchData(files, args.scale, args.patch)
+        raise TrainError(f"--data {config.data}: no images")
+    data = PatchData(files, config.scale, config.patch)
     val_lr, val_hr = validation_crops(data)
     rgb = float(full_cfg["rgb_range"])
 
     def save() -> None:
-        _atomic_save(dict(config=conf, model=net.state_dict(), optimizer=opt.state_dict(),
-                          numpy_rng=np_rng.bit_generator.state, python_rng=random.getstate(),
-                          torch_rng=torch.get_rng_state(), step=step, elapsed=elapsed, history=history,
-                          running_loss=running),
-                     state_path)
+        _save(dict(config=conf, model=net.state_dict(), optimizer=opt.state_dict(),
+                   numpy_rng=np_rng.bit_generator.state, python_rng=random.getstate(),
+                   torch_rng=torch.get_rng_state(), step=step, elapsed=elapsed, history=history,
+                   running_loss=running),
+              state_path)
 
     def validate() -> float:
         net.eval()
         with torch.no_grad():
             sr = net(val_lr.to(device) * rgb).cpu() / rgb
         net.train()
-        return psnr(sr, val_hr)
+        # RGB PSNR (peak 1) of the 8-bit-quantised output: a training monitor, not the benchmark metric
+        return psnr((sr.clamp(0, 1) * 255).round() / 255, val_hr, peak=1.0)
 
-    bar = tqdm(total=args.steps, initial=step, unit="step", disable=args.quiet or None, dynamic_ncols=True)
+    bar = tqdm(total=config.steps, initial=step, unit="step", disable=config.quiet or None, dynamic_ncols=True)
     running = resumed_loss
-    stop_at = args.steps if args.stop_after is None else min(args.steps, step + args.stop_after)
+    stop_at = config.steps if config.stop_after is None else min(config.steps, step + config.stop_after)
     try:
         while step < stop_at:
             t0 = time.perf_counter()
-            lr_now = lr_at(step, args.steps, args.lr, args.lr_min, args.warmup)
+            lr_now = lr_at(step, config.steps, config.lr, config.lr_min, config.warmup)
             for g in opt.param_groups:
                 g["lr"] = lr_now
-            lr_b, hr_b = data.batch(np_rng, args.batch)
+            lr_b, hr_b = data.batch(np_rng, config.batch)
             sr = net(lr_b.to(device) * rgb) / rgb
             loss = F.l1_loss(sr, hr_b.to(device))
             opt.zero_grad(set_to_none=True)
@@ -301,13 +272,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
             bar.update(1)
             bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr_now:.1e}", refresh=False)
-            if step % args.log_every == 0 or step == args.steps:
+            if step % config.log_every == 0 or step == config.steps:
                 rec = dict(step=step, loss=running, lr=lr_now, elapsed=elapsed)
-                if step % args.val_every == 0 or step == args.steps:
+                if step % config.val_every == 0 or step == config.steps:
                     rec["val_psnr"] = validate()
                 history.append(rec)
                 say(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
-            if step % args.save_every == 0 and step < args.steps:
+            if step % config.save_every == 0 and step < config.steps:
                 save()
     except KeyboardInterrupt:
         save()
@@ -316,31 +287,31 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         bar.close()
     save()
-    if step < args.steps:
-        say(f"stopped at step {step}/{args.steps} (--stop-after); run again to resume")
+    if step < config.steps:
+        say(f"stopped at step {step}/{config.steps} (--stop-after); run again to resume")
         log.close()
         return dict(step=step, finished=False)
 
     net.eval().cpu()
     weights = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
-    _atomic_save(weights, out / WEIGHTS)
+    _save(weights, out / WEIGHTS)
     val_psnr = validate() if device.type == "cpu" else history[-1].get("val_psnr")
     summary = dict(
-        model=args.model, scale=args.scale, config=full_cfg,
-        training=dict(data=Path(args.data).name, images=len(data.pairs), steps=args.steps, batch=args.batch,
-                      lr_patch=args.patch, hr_patch=args.patch * args.scale, loss="L1",
-                      optimizer="Adam(0.9, 0.999)", lr=args.lr, lr_min=args.lr_min, warmup=args.warmup,
+        model=config.model, scale=config.scale, config=full_cfg,
+        training=dict(data=Path(config.data).name, images=len(data.pairs), steps=config.steps, batch=config.batch,
+                      lr_patch=config.patch, hr_patch=config.patch * config.scale, loss="L1",
+                      optimizer="Adam(0.9, 0.999)", lr=config.lr, lr_min=config.lr_min, warmup=config.warmup,
                       schedule="linear warm-up, cosine decay",
                       augmentation="random crops, horizontal/vertical flips, 90-degree rotations",
                       lr_images="MATLAB bicubic (runtime.resize.bicubic_downscale_uint8)",
-                      seed=args.seed, skip_attention=args.skip_attention, init_from="/".join(Path(args.init_from).parts[-2:]) if args.init_from else None,
-                      init_tensors=len(taken) if args.init_from else None,
-                      seconds=round(elapsed, 1), device=str(device), threads=args.threads,
+                      seed=config.seed, skip_attention=config.skip_attention, init_from="/".join(Path(config.init_from).parts[-2:]) if config.init_from else None,
+                      init_tensors=len(taken) if config.init_from else None,
+                      seconds=round(elapsed, 1), device=str(device), threads=config.threads,
                       hardware=_hardware(device), torch=torch.__version__),
         val_psnr_rgb=round(val_psnr, 3) if val_psnr is not None else None,
         sha256=sha256(out / WEIGHTS), bytes=(out / WEIGHTS).stat().st_size,
     )
-    _atomic_json(summary, out / SUMMARY)
+    atomic_write(out / SUMMARY, json.dumps(summary, indent=2) + "\n")
     say(f"done: {out / WEIGHTS} val_psnr={summary['val_psnr_rgb']} in {elapsed / 60:.1f} min")
     log.close()
     return dict(step=step, finished=True, summary=summary)
@@ -365,6 +336,7 @@ def _hardware(device: torch.device) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig(model="", scale=0, out="")  # the defaults are TrainConfig's
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0].split(": ", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="examples:\n" + "\n".join(__doc__.split("\n\n")[1].splitlines()))
@@ -373,24 +345,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder (state, log, final weights); resumed if it holds a state")
     p.add_argument("--cfg", nargs="*", default=[], metavar="NAME=VALUE",
                    help="architecture options (official names), e.g. n_resblocks=8 n_feats=32")
-    p.add_argument("--data", default=str(default_data_dir()), help="folder of HR training images (default: T91)")
-    p.add_argument("--steps", type=int, default=5000)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--patch", type=int, default=48, help="LR patch size (HR patch = patch × scale)")
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--lr-min", type=float, default=1e-6)
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=d.data, help="folder of HR training images (default: T91)")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--patch", type=int, default=d.patch, help="LR patch size (HR patch = patch × scale)")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr-min", type=float, default=d.lr_min)
+    p.add_argument("--warmup", type=int, default=d.warmup)
+    p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--init-from", default=None, metavar="WEIGHTS",
                    help="start from the tensors of these weights that fit (e.g. the x2 body for x3/x4)")
     p.add_argument("--skip-attention", action="store_true",
                    help="NLSN: bypass the attention blocks (identity) in this run: a cheap warm start of the "
                         "convolutional body, to be followed by a full run with --init-from")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
-    p.add_argument("--save-every", type=int, default=200)
-    p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--val-every", type=int, default=500)
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (default: 1)")
+    p.add_argument("--save-every", type=int, default=d.save_every)
+    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--val-every", type=int, default=d.val_every)
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many more steps (resumable)")
     p.add_argument("--restart", action="store_true", help="ignore an existing state in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar; the log file is still written")
@@ -400,18 +372,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
-    for name in ("steps", "batch", "patch", "save_every", "log_every", "val_every", "threads"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be ≥ 1")
-    if not (0 < args.lr_min <= args.lr) and args.lr_min != 0:
-        p.error("--lr-min must be ≤ --lr")
-    if not Path(args.data).is_dir():
-        p.error(f"--data {args.data}: no such folder")
-    if args.init_from and not Path(args.init_from).is_file():
-        p.error(f"--init-from {args.init_from}: no such file")
+    config = TrainConfig(**{**vars(args), "cfg": {}})
     try:
-        train(args)
+        config.check()
     except TrainError as e:
+        p.error(str(e))  # argparse's form: usage, then the line; exit status 2
+    try:
+        train(dataclasses.replace(config, cfg=parse_cfg(args.cfg)))
+    except SrdeployError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

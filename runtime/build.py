@@ -30,40 +30,53 @@ Everything is checked before TensorRT is touched (``--dry-run`` stops there and 
 shape syntax, input names and ranks against the ONNX file, min <= opt <= max, the model's size rules.
 The engine is written atomically, then ``<engine>.json`` (runtime.trt.EngineSidecar). Precision comes
 from the ONNX file (chosen at export: TensorRT 11 networks are strongly typed).
+
+The same from Python (the command line is a thin layer over it; nothing goes through argv):
+
+    from runtime.build import make_plan, build
+    plan = make_plan("nlsn_x2.onnx", "nlsn_x2.engine", opt_shapes={"input": (1, 3, 128, 128)}, force=True)
+    result = build(plan)          # BuildResult: engine, sidecar_path, sidecar, seconds
+
+:func:`make_plan` (runtime/build_plan.py) does every check and writes nothing; :func:`build` does the
+TensorRT work. The keywords are the flags' (``opt_shapes`` is ``--optShapes``, ``plugin_library`` is
+``--dynamicPlugins``, ``tf32=False`` is ``--noTF32``), and so are the error messages.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import re
-import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from models.errors import UsageError
+from models.errors import OutputExistsError, SrdeployError, UsageError
+from models.files import atomic_write
 
 from . import trt as rtrt
+from .build_plan import (MEMORY_POOLS, PROG, BuildPlan, OnnxInfo, format_shape, make_plan, make_profile,
+                         parse_mem_pool, parse_shapes, read_onnx)
 
-PROG = "python -m runtime.build"
+__all__ = ["make_plan", "build", "BuildPlan", "BuildResult", "BuildFailed", "UsageError", "OnnxInfo", "read_onnx",
+           "make_profile", "parse_shapes", "parse_mem_pool", "format_shape", "MEMORY_POOLS",
+           "rtx_compute_capabilities", "prepare_onnx_for_tensorrt", "onnx_bytes_for_tensorrt", "sidecar_for",
+           "build_parser", "plan_from_args", "main"]
+
 EXIT_USAGE = 2
 EXIT_BUILD = 1
 
-#: trtexec --memPoolSize names -> tensorrt.MemoryPoolType attribute names
-MEMORY_POOLS = {
-    "workspace": "WORKSPACE",
-    "dlaSRAM": "DLA_MANAGED_SRAM",
-    "dlaLocalDRAM": "DLA_LOCAL_DRAM",
-    "dlaGlobalDRAM": "DLA_GLOBAL_DRAM",
-    "tacticSharedMem": "TACTIC_SHARED_MEMORY",
-}
-_UNITS = {"B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
-
-class BuildFailed(RuntimeError):
+class BuildFailed(SrdeployError, RuntimeError):
     """TensorRT refused the graph or the build (the parser's own errors are in the message): exit status 1."""
+
+
+@dataclass
+class BuildResult:
+    """What :func:`build` wrote: the engine, its sidecar (``<engine>.json``) and the build time."""
+    engine: Path
+    sidecar_path: Path
+    sidecar: rtrt.EngineSidecar
+    seconds: float
 
 
 def rtx_compute_capabilities(trt_rtx, text: str | None = None) -> list[str]:
@@ -82,312 +95,29 @@ def rtx_compute_capabilities(trt_rtx, text: str | None = None) -> list[str]:
     return list(dict.fromkeys(wanted))
 
 
-# ------------------------------------------------------------------------------- parsing
-
-def parse_shapes(text: str, flag: str = "--optShapes") -> dict[str, tuple[int, ...]]:
-    """trtexec shape syntax: ``name:1x3x64x64[,name2:...]``; a name may be quoted ('a:b':1x2)."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for part in _split_outside_quotes(text, ","):
-        part = part.strip()
-        if not part:
-            continue
-        if ":" not in part:
-            raise UsageError(f"{flag} {text!r}: expected name:DxDx..., e.g. input:1x3x64x64")
-        name, dims = part.rsplit(":", 1)
-        name = name.strip().strip("'\"")
-        if not name:
-            raise UsageError(f"{flag} {text!r}: an input name is empty")
-        if not re.fullmatch(r"\d+(x\d+)*", dims.strip()):
-            raise UsageError(f"{flag} {part!r}: dimensions must be positive whole numbers joined by 'x' (1x3x64x64)")
-        values = tuple(int(d) for d in dims.strip().split("x"))
-        if any(v <= 0 for v in values):
-            raise UsageError(f"{flag} {part!r}: every dimension must be > 0")
-        if name in shapes:
-            raise UsageError(f"{flag}: input {name!r} given twice")
-        shapes[name] = values
-    if not shapes:
-        raise UsageError(f"{flag}: no shapes given")
-    return shapes
-
-
-def _split_outside_quotes(text: str, sep: str) -> list[str]:
-    parts, cur, quote = [], [], None
-    for ch in text:
-        if quote:
-            quote = None if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch == sep:
-            parts.append("".join(cur))
-            cur = []
-            continue
-        cur.append(ch)
-    parts.append("".join(cur))
-    return parts
-
-
-def parse_mem_pool(text: str) -> dict[str, int]:
-    """trtexec ``--memPoolSize``: ``workspace:1024[B|K|M|G][,pool:size]``, MiB when no unit; -> bytes."""
-    pools: dict[str, int] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        m = re.fullmatch(r"(\w+):(\d+(?:\.\d+)?)([BKMG]?)", part)
-        if not m:
-            raise UsageError(f"--memPoolSize {part!r}: expected pool:size[B|K|M|G], e.g. workspace:1024M")
-        pool, size, unit = m.groups()
-        if pool not in MEMORY_POOLS:
-            raise UsageError(f"--memPoolSize {part!r}: unknown pool {pool!r}; pools: {', '.join(MEMORY_POOLS)}")
-        pools[pool] = int(float(size) * _UNITS[unit or "M"])
-    if not pools:
-        raise UsageError("--memPoolSize: nothing given")
-    return pools
-
-
-def format_shape(shape) -> str:
-    return "x".join(str(d) for d in shape)
-
-
-# ------------------------------------------------------------------------------- ONNX file
-
-@dataclass
-class OnnxInfo:
-    path: Path
-    sha256: str
-    inputs: dict[str, list[int | str | None]]   # int: static, str/None: dynamic
-    input_types: dict[str, int]                  # onnx.TensorProto element types
-    custom_ops: list[str]                        # "srdeploy::BucketSort", ...
-    meta: dict[str, Any]                         # srdeploy metadata (export/onnx.py), {} if none
-
-    @property
-    def precision(self) -> str:
-        if self.meta.get("precision"):
-            return str(self.meta["precision"])
-        import onnx  # noqa: PLC0415
-        return "fp16" if onnx.TensorProto.FLOAT16 in self.input_types.values() else "fp32"
-
-
-def read_onnx(path: str | Path) -> OnnxInfo:
-    import onnx  # noqa: PLC0415
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"--onnx {path}: no such file; export one with python -m export.onnx")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # noqa: BLE001 (protobuf raises several types)
-        raise UsageError(f"--onnx {path}: not a readable ONNX file ({e})") from None
-    initializers = {i.name for i in model.graph.initializer}
-    inputs, types = {}, {}
-    for vi in model.graph.input:
-        if vi.name in initializers:
-            continue
-        t = vi.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
-        inputs[vi.name] = dims
-        types[vi.name] = t.elem_type
-    custom = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in ("", "ai.onnx")})
-    meta = next((json.loads(p.value) for p in model.metadata_props if p.key == "srdeploy"), {})
-    return OnnxInfo(path, rtrt.sha256_file(path), inputs, types, custom, meta)
-
+# --------------------------------------------------------------------------------- build
 
 def prepare_onnx_for_tensorrt(model) -> int:
-    """Give every srdeploy node ``plugin_namespace="srdeploy"`` and ``plugin_version="1"`` (in place,
-    where missing): TensorRT's ONNX parser finds plugins by op type, version and namespace only.
-    Returns the number of nodes changed."""
+    """Give every srdeploy node ``plugin_namespace`` and ``plugin_version`` (the op contract's DOMAIN and
+    VERSION; in place, where missing): TensorRT's ONNX parser finds plugins by op type, version and
+    namespace only. Returns the number of nodes changed."""
     from onnx import helper  # noqa: PLC0415
+
+    from models.ops.contract import DOMAIN, VERSION  # noqa: PLC0415
     changed = 0
     graphs = [model.graph] + [f for f in model.functions]
     for g in graphs:
         for node in g.node:
-            if node.domain != rtrt.PLUGIN_NAMESPACE:
+            if node.domain != DOMAIN:
                 continue
             names = {a.name for a in node.attribute}
             if "plugin_namespace" not in names:
-                node.attribute.append(helper.make_attribute("plugin_namespace", rtrt.PLUGIN_NAMESPACE))
+                node.attribute.append(helper.make_attribute("plugin_namespace", DOMAIN))
             if "plugin_version" not in names:
-                node.attribute.append(helper.make_attribute("plugin_version", rtrt.PLUGIN_VERSION))
+                node.attribute.append(helper.make_attribute("plugin_version", str(VERSION)))
             changed += 1
     return changed
 
-
-# ---------------------------------------------------------------------------------- plan
-
-@dataclass
-class BuildPlan:
-    onnx: Path
-    engine: Path
-    profile: dict[str, dict[str, list[int]]]      # input -> {"min", "opt", "max"}
-    precision: str
-    onnx_sha256: str
-    custom_ops: list[str] = field(default_factory=list)
-    plugin_library: Path | None = None
-    timing_cache: Path | None = None
-    builder_optimization_level: int | None = None
-    mem_pool: dict[str, int] = field(default_factory=dict)
-    verbose: bool = False
-    force: bool = False
-    save_onnx: Path | None = None
-    model: dict[str, Any] = field(default_factory=dict)
-    target: str = "trt"                               # runtime.trt.TARGETS
-    tf32: bool = True                                 # trtexec's default; --noTF32 turns it off
-    compute_capabilities: str | None = None           # --computeCapabilities as given (rtx)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
-
-    def command(self) -> str:
-        """The runtime.build command line that makes this plan (the sidecar's rebuild command)."""
-        parts = [PROG] + ["--target", self.target] * (self.target != "trt")
-        parts += ["--onnx", str(self.onnx), "--saveEngine", str(self.engine)]
-        if self.plugin_library:
-            parts += ["--dynamicPlugins", str(self.plugin_library)]
-        for which, flag in (("min", "--minShapes"), ("opt", "--optShapes"), ("max", "--maxShapes")):
-            if self.profile:
-                parts += [flag, ",".join(f"{n}:{format_shape(p[which])}" for n, p in self.profile.items())]
-        if self.timing_cache:
-            parts += ["--timingCacheFile", str(self.timing_cache)]
-        if self.builder_optimization_level is not None:
-            parts += ["--builderOptimizationLevel", str(self.builder_optimization_level)]
-        if self.mem_pool:
-            parts += ["--memPoolSize", ",".join(f"{k}:{v}B" for k, v in self.mem_pool.items())]
-        if not self.tf32:
-            parts += ["--noTF32"]
-        if self.compute_capabilities:
-            parts += ["--computeCapabilities", self.compute_capabilities]
-        return " ".join([parts[0]] + [shlex.quote(p) for p in parts[1:]])
-
-
-def make_profile(info: OnnxInfo, min_shapes: str | None, opt_shapes: str | None,
-                 max_shapes: str | None) -> dict[str, dict[str, list[int]]]:
-    """One optimisation profile from trtexec-style flags, checked against the ONNX inputs.
-
-    As in trtexec, ``--optShapes`` alone fixes min = opt = max; a missing ``--minShapes`` or
-    ``--maxShapes`` takes the ``--optShapes`` value. Inputs with static shapes need no flags."""
-    given = {"min": min_shapes, "opt": opt_shapes, "max": max_shapes}
-    parsed = {k: parse_shapes(v, f"--{k}Shapes") if v else None for k, v in given.items()}
-    if (parsed["min"] or parsed["max"]) and not parsed["opt"]:
-        raise UsageError("--minShapes/--maxShapes need --optShapes (the size TensorRT tunes for)")
-    for which, shapes in parsed.items():
-        for name in shapes or {}:
-            if name not in info.inputs:
-                raise UsageError(f"--{which}Shapes: {info.path} has no input {name!r}; inputs: "
-                                 f"{', '.join(info.inputs) or '(none)'}")
-    if parsed["opt"]:
-        names = set(parsed["opt"])
-        for which in ("min", "max"):
-            if parsed[which] is not None and set(parsed[which]) != names:
-                raise UsageError(f"--{which}Shapes and --optShapes must name the same inputs "
-                                 f"({', '.join(sorted(parsed[which]))} vs {', '.join(sorted(names))})")
-    profile: dict[str, dict[str, list[int]]] = {}
-    for name, dims in info.inputs.items():
-        dynamic = any(not isinstance(d, int) or d <= 0 for d in dims)
-        if not parsed["opt"] or name not in parsed["opt"]:
-            if dynamic:
-                example = "x".join(str(d) if isinstance(d, int) and d > 0 else "N" for d in dims)
-                raise UsageError(f"input {name!r} has dynamic shape [{', '.join(str(d) for d in dims)}]: give "
-                                 f"--minShapes/--optShapes/--maxShapes {name}:{example} (e.g. "
-                                 f"--minShapes {name}:1x3x64x64 --optShapes {name}:1x3x128x128 "
-                                 f"--maxShapes {name}:1x3x256x256)")
-            continue
-        opt = parsed["opt"][name]
-        lo = parsed["min"][name] if parsed["min"] else opt
-        hi = parsed["max"][name] if parsed["max"] else opt
-        for which, shape in (("min", lo), ("opt", opt), ("max", hi)):
-            if len(shape) != len(dims):
-                raise UsageError(f"--{which}Shapes {name}:{format_shape(shape)} has rank {len(shape)}, the input has "
-                                 f"rank {len(dims)} ([{', '.join(str(d) for d in dims)}])")
-            for axis, (want, have) in enumerate(zip(dims, shape)):
-                if isinstance(want, int) and want > 0 and want != have:
-                    raise UsageError(f"--{which}Shapes {name}:{format_shape(shape)}: axis {axis} is fixed to {want} "
-                                     f"in {info.path}")
-        for axis in range(len(dims)):
-            if not lo[axis] <= opt[axis] <= hi[axis]:
-                raise UsageError(f"input {name!r} axis {axis}: need min <= opt <= max, got {lo[axis]}, {opt[axis]}, "
-                                 f"{hi[axis]} (from --minShapes {format_shape(lo)} --optShapes {format_shape(opt)} "
-                                 f"--maxShapes {format_shape(hi)})")
-        _check_size_rules(name, {"min": lo, "opt": opt, "max": hi}, info.meta)
-        profile[name] = {"min": list(lo), "opt": list(opt), "max": list(hi)}
-    return profile
-
-
-def _check_size_rules(name: str, shapes: dict[str, tuple[int, ...]], meta: dict[str, Any]) -> None:
-    """The model's own input rules (export metadata): H, W multiples of size_multiple; H·W >= min_pixels."""
-    if not meta:
-        return
-    m = int(meta.get("size_multiple", 1))
-    min_pixels = int(meta.get("min_pixels", 1))
-    what = f"{meta.get('model', 'the model')} x{meta.get('scale', '?')}"
-    for which, shape in shapes.items():
-        if len(shape) != 4:
-            continue
-        h, w = shape[2], shape[3]
-        if h % m or w % m:
-            raise UsageError(f"--{which}Shapes {name}:{format_shape(shape)}: {what} takes H and W multiples of {m}")
-        if h * w < min_pixels:
-            raise UsageError(f"--{which}Shapes {name}:{format_shape(shape)}: {what} needs H·W >= {min_pixels} "
-                             f"(smaller inputs are padded by runtime.infer)")
-
-
-def plan_from_args(args: argparse.Namespace) -> BuildPlan:
-    """Everything checked that can be without TensorRT; raises UsageError."""
-    info = read_onnx(args.onnx)
-    engine = Path(args.saveEngine)
-    if engine.is_dir():
-        raise UsageError(f"--saveEngine {engine} is a folder; give a file name (e.g. {engine / 'model.engine'})")
-    if engine.exists() and not args.force:
-        raise UsageError(f"engine {engine} exists; pass --force to replace it")
-    if engine.resolve() == info.path.resolve():
-        raise UsageError("--saveEngine would overwrite the ONNX file")
-    if args.target == "rtx":
-        _check_rtx_flags(args, info)
-    elif args.computeCapabilities:
-        raise UsageError("--computeCapabilities goes with --target rtx (a --target trt engine runs on the GPU "
-                         "it was built on)")
-    profile = make_profile(info, args.minShapes, args.optShapes, args.maxShapes)
-    plugin = None
-    if args.dynamicPlugins:
-        if len(args.dynamicPlugins) > 1:
-            raise UsageError("--dynamicPlugins: give the srdeploy plugin library once")
-        plugin = Path(args.dynamicPlugins[0])
-        if not plugin.is_file():
-            raise UsageError(f"--dynamicPlugins {plugin}: no such file")
-        plugin = plugin.resolve()
-    elif info.custom_ops:
-        foreign = [op for op in info.custom_ops if not op.startswith(f"{rtrt.PLUGIN_NAMESPACE}::")]
-        if foreign:
-            raise UsageError(f"{info.path} holds custom ops srdeploy has no plugins for: {', '.join(foreign)}")
-        try:
-            plugin = rtrt.find_plugin_library()
-        except rtrt.PluginLibraryNotFound as e:
-            raise UsageError(f"{info.path} holds {', '.join(info.custom_ops)}: {e}; or export with --ops onnx") from None
-    timing_cache = Path(args.timingCacheFile) if args.timingCacheFile else None
-    if args.builderOptimizationLevel is not None and not 0 <= args.builderOptimizationLevel <= 5:
-        raise UsageError(f"--builderOptimizationLevel {args.builderOptimizationLevel}: must be 0..5")
-    return BuildPlan(
-        onnx=info.path, engine=engine, profile=profile, precision=info.precision, onnx_sha256=info.sha256,
-        custom_ops=info.custom_ops, plugin_library=plugin, timing_cache=timing_cache,
-        builder_optimization_level=args.builderOptimizationLevel,
-        mem_pool=parse_mem_pool(args.memPoolSize) if args.memPoolSize else {},
-        verbose=args.verbose, force=args.force, save_onnx=Path(args.saveOnnx) if args.saveOnnx else None,
-        model=info.meta, target=args.target, tf32=not args.noTF32, compute_capabilities=args.computeCapabilities)
-
-
-def _check_rtx_flags(args: argparse.Namespace, info: OnnxInfo) -> None:
-    """--target rtx takes plain graphs only; refused here, before TensorRT-RTX's parser (which aborts the
-    whole process on an srdeploy node) ever sees one."""
-    if info.custom_ops:
-        raise UsageError(f"--target rtx: {info.path} holds {', '.join(info.custom_ops)}, which TensorRT-RTX cannot "
-                         f"build (no srdeploy plugins there); export with --ops onnx or use --target trt")
-    if args.dynamicPlugins:
-        raise UsageError("--target rtx: --dynamicPlugins is not supported (TensorRT-RTX builds plain graphs only)")
-    if args.computeCapabilities and not re.fullmatch(r"\d+\.\d+(,\d+\.\d+)*", args.computeCapabilities.replace(" ", "")):
-        raise UsageError(f"--computeCapabilities {args.computeCapabilities!r}: expected major.minor[,major.minor], "
-                         f"e.g. 8.6,8.9")
-    if args.timingCacheFile:
-        raise UsageError("--target rtx: --timingCacheFile is not supported (TensorRT-RTX tunes just in time on "
-                         "the GPU that runs the engine)")
-
-
-# --------------------------------------------------------------------------------- build
 
 def onnx_bytes_for_tensorrt(path: Path) -> bytes:
     import onnx  # noqa: PLC0415
@@ -396,19 +126,29 @@ def onnx_bytes_for_tensorrt(path: Path) -> bytes:
     return model.SerializeToString()
 
 
-def build_engine(plan: BuildPlan) -> rtrt.EngineSidecar:
-    """Build for the plan's target; write the engine and its sidecar atomically."""
+def _onnx_for_the_parser(plan: BuildPlan) -> bytes:
+    """The ONNX bytes handed to TensorRT's parser; also written to ``--saveOnnx`` when asked."""
+    model_bytes = onnx_bytes_for_tensorrt(plan.onnx)
+    if plan.save_onnx:
+        atomic_write(plan.save_onnx, model_bytes)
+    return model_bytes
+
+
+def build(plan: BuildPlan) -> BuildResult:
+    """Build the engine of a plan (:func:`make_plan`) for its target; write the engine, then its sidecar,
+    atomically. Raises TensorRTUnavailable, UsageError (the engine appeared meanwhile and ``force`` is
+    off), BuildFailed, or what TensorRT/polygraphy raise."""
     if plan.target == "rtx":
         engine_bytes, seconds, sidecar = _build_rtx(plan)
     else:
         engine_bytes, seconds, sidecar = _build_trt(plan)
-    if plan.engine.exists() and not plan.force:  # appeared while building
-        raise UsageError(f"engine {plan.engine} appeared during the build; pass --force to replace it")
-    rtrt.atomic_write_bytes(plan.engine, engine_bytes)
+    try:
+        atomic_write(plan.engine, engine_bytes, overwrite=plan.force)
+    except OutputExistsError:  # appeared while building
+        raise UsageError(f"engine {plan.engine} appeared during the build; pass --force to replace it") from None
     sidecar.engine_sha256 = rtrt.sha256_file(plan.engine)
     sidecar.build_options["build_seconds"] = round(seconds, 2)
-    rtrt.write_sidecar(sidecar, plan.engine)
-    return sidecar
+    return BuildResult(plan.engine, rtrt.write_sidecar(sidecar, plan.engine), sidecar, seconds)
 
 
 def _build_trt(plan: BuildPlan) -> tuple[bytes, float, rtrt.EngineSidecar]:
@@ -422,9 +162,7 @@ def _build_trt(plan: BuildPlan) -> tuple[bytes, float, rtrt.EngineSidecar]:
     machine = rtrt.machine_info()
     if plan.plugin_library is not None:
         rtrt.load_plugin_library(plan.plugin_library, trt)
-    model_bytes = onnx_bytes_for_tensorrt(plan.onnx)
-    if plan.save_onnx:
-        rtrt.atomic_write_bytes(plan.save_onnx, model_bytes)
+    model_bytes = _onnx_for_the_parser(plan)
     profile = Profile()
     for name, p in plan.profile.items():
         profile.add(name, min=p["min"], opt=p["opt"], max=p["max"])
@@ -451,9 +189,7 @@ def _build_rtx(plan: BuildPlan) -> tuple[bytes, float, rtrt.EngineSidecar]:
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
-    model_bytes = onnx_bytes_for_tensorrt(plan.onnx)
-    if plan.save_onnx:
-        rtrt.atomic_write_bytes(plan.save_onnx, model_bytes)
+    model_bytes = _onnx_for_the_parser(plan)
     if not parser.parse(model_bytes):
         errors = "; ".join(str(parser.get_error(i)).strip() for i in range(parser.num_errors))
         raise BuildFailed(f"TensorRT-RTX's ONNX parser rejected {plan.onnx}: {errors or 'no reason given'}")
@@ -502,21 +238,6 @@ def sidecar_for(plan: BuildPlan, machine: rtrt.MachineInfo, engine_sha256: str, 
         rebuild_command=plan.command(), target=plan.target, compute_capabilities=list(compute_capabilities or []))
 
 
-def build(onnx: str | Path, engine: str | Path, *, opt_shapes: str | None = None, min_shapes: str | None = None,
-          max_shapes: str | None = None, force: bool = False, plugin_library: str | Path | None = None,
-          timing_cache: str | Path | None = None, verbose: bool = False, target: str = "trt",
-          tf32: bool = True) -> rtrt.EngineSidecar:
-    """The CLI as a function (benchmarks): same flags, same checks; raises UsageError / TensorRTUnavailable /
-    BuildFailed."""
-    argv = ["--target", target, "--onnx", str(onnx), "--saveEngine", str(engine)] + ["--noTF32"] * (not tf32)
-    for flag, value in (("--optShapes", opt_shapes), ("--minShapes", min_shapes), ("--maxShapes", max_shapes),
-                        ("--dynamicPlugins", plugin_library), ("--timingCacheFile", timing_cache)):
-        if value:
-            argv += [flag, str(value)]
-    argv += ["--force"] * force + ["--verbose"] * verbose
-    return build_engine(plan_from_args(build_parser().parse_args(argv)))
-
-
 # ----------------------------------------------------------------------------------- CLI
 
 def build_parser() -> argparse.ArgumentParser:
@@ -563,6 +284,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def plan_from_args(args: argparse.Namespace) -> BuildPlan:
+    """The command line's plan (:func:`make_plan` on the parsed flags); raises UsageError."""
+    plugins = args.dynamicPlugins or []
+    if len(plugins) > 1:
+        raise UsageError("--dynamicPlugins: give the srdeploy plugin library once")
+    return make_plan(
+        args.onnx, args.saveEngine, min_shapes=args.minShapes, opt_shapes=args.optShapes, max_shapes=args.maxShapes,
+        target=args.target, plugin_library=plugins[0] if plugins else None, timing_cache=args.timingCacheFile,
+        builder_optimization_level=args.builderOptimizationLevel, mem_pool=args.memPoolSize, tf32=not args.noTF32,
+        compute_capabilities=args.computeCapabilities, save_onnx=args.saveOnnx, force=args.force,
+        verbose=args.verbose)
+
+
 def _error(msg: str) -> None:
     print(f"{PROG}: error: {msg}", file=sys.stderr)
 
@@ -571,22 +305,25 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         plan = plan_from_args(args)
-    except UsageError as e:
+    except SrdeployError as e:
         _error(str(e))
         return EXIT_USAGE
     if args.dry_run:
         print(json.dumps({**plan.to_dict(), "command": plan.command()}, indent=2))
         return 0
     try:
-        sidecar = build_engine(plan)
-    except (UsageError, rtrt.TensorRTUnavailable, rtrt.PluginLibraryNotFound) as e:
+        result = build(plan)
+    except BuildFailed as e:
+        _error(f"the build failed: {e}")
+        return EXIT_BUILD
+    except SrdeployError as e:
         _error(str(e))
         return EXIT_USAGE
     except Exception as e:  # noqa: BLE001 (TensorRT/polygraphy failures: one line, the log has the rest)
         _error(f"the build failed: {e}")
         return EXIT_BUILD
-    print(f"wrote {plan.engine} and {rtrt.sidecar_path(plan.engine)} ({sidecar.precision}, "
-          f"{sidecar.describe()}, {sidecar.build_options.get('build_seconds')} s)")
+    print(f"wrote {result.engine} and {result.sidecar_path} ({result.sidecar.precision}, "
+          f"{result.sidecar.describe()}, {result.sidecar.build_options.get('build_seconds')} s)")
     return 0
 
 

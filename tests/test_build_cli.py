@@ -1,11 +1,17 @@
-"""python -m runtime.build without TensorRT: flags -> build plan (shapes, pools, plugins, --force),
-refusals, the rebuild command, the ONNX copy handed to TensorRT's parser, --dry-run and --help."""
+"""python -m runtime.build and its API (make_plan / build): flags or Python values -> build plan (shapes,
+pools, plugins, --force), refusals, the rebuild command, the ONNX copy handed to TensorRT's parser, --dry-run
+and --help without TensorRT; a real TensorRT-RTX build (CPU) for what build() writes and refuses."""
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from conftest import REPO
 from runtime import build as rb
 from runtime import trt as rtrt
 
@@ -221,12 +227,103 @@ def test_help_lists_the_trtexec_flags(capsys):
 
 def test_build_function_checks_like_the_cli(plain, tmp_path):
     with pytest.raises(rb.UsageError, match="dynamic shape"):
-        rb.build(plain, tmp_path / "e")
+        rb.make_plan(plain, tmp_path / "e")
     if rtrt.unavailable_reason() is None:
         pytest.skip("TensorRT and a GPU are present: building is tested elsewhere")
     with pytest.raises(rtrt.TensorRTUnavailable):
-        rb.build(plain, tmp_path / "e", opt_shapes="input:1x3x64x64")
+        rb.build(rb.make_plan(plain, tmp_path / "e", opt_shapes="input:1x3x64x64"))
     assert not (tmp_path / "e").exists()
+
+
+# ----------------------------------------------------------------------------------- API
+
+def test_make_plan_is_what_the_cli_plans(plain, tmp_path):
+    """The CLI is make_plan on its flags: Python values and trtexec text give the same plan."""
+    engine, tc = tmp_path / "m.engine", tmp_path / "tc"
+    cli = plan("--onnx", str(plain), "--saveEngine", str(engine), *SHAPES, "--timingCacheFile", str(tc),
+               "--builderOptimizationLevel", "2", "--memPoolSize", "workspace:512,tacticSharedMem:48K", "--noTF32",
+               "--saveOnnx", str(tmp_path / "p.onnx"))
+    api = rb.make_plan(plain, engine, min_shapes={"input": (1, 3, 16, 16)}, opt_shapes={"input": [1, 3, 64, 64]},
+                       max_shapes="input:1x3x128x128", timing_cache=tc, builder_optimization_level=2,
+                       mem_pool={"workspace": 512 << 20, "tacticSharedMem": 48 << 10}, tf32=False,
+                       save_onnx=tmp_path / "p.onnx")
+    assert api == cli and api.command() == cli.command()
+    rtx = rb.make_plan(plain, engine, opt_shapes={"input": (1, 3, 64, 64)}, target="rtx",
+                       compute_capabilities=["8.6", "8.9"])
+    assert rtx.compute_capabilities == "8.6,8.9" and rtx.command().endswith("--computeCapabilities 8.6,8.9")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(opt_shapes={"input": (1, 3, 0, 64)}), r"--optShapes input: every dimension must be a whole number > 0"),
+    (dict(opt_shapes={"input": (1, 3, 64.0, 64)}), "whole number > 0"),
+    (dict(opt_shapes={"input": ()}), "whole number > 0"),
+    (dict(opt_shapes={"input": (1, 3, 64, 64)}, mem_pool={"vram": 1}), "unknown pool 'vram'"),
+    (dict(opt_shapes={"input": (1, 3, 64, 64)}, mem_pool={"workspace": -1}), "whole number of bytes"),
+    (dict(opt_shapes={"input": (1, 3, 64, 64)}, target="cpu"), "target 'cpu': one of trt, rtx"),
+    (dict(opt_shapes={"input": (1, 3, 64, 64)}, compute_capabilities=["8.6"]), "goes with --target rtx"),
+])
+def test_make_plan_refuses_bad_python_values(plain, tmp_path, kwargs, match):
+    with pytest.raises(rb.UsageError, match=match):
+        rb.make_plan(plain, tmp_path / "e", **kwargs)
+
+
+def _fresh_python(code: str, *args: str) -> subprocess.CompletedProcess:
+    """TensorRT in its own interpreter: a parser abort fails the test instead of killing the run."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_build_writes_engine_and_sidecar_and_never_replaces_one_that_appeared(plain, tmp_path):
+    """make_plan + build with TensorRT-RTX (ahead of time, on the CPU): the BuildResult names what was
+    written; an engine that appears between plan and build is kept and the build refused."""
+    pytest.importorskip("tensorrt_rtx", reason="tensorrt-rtx-cu13 not installed (pip install -e '.[dev]')")
+    proc = _fresh_python("""
+        import json, sys
+        from pathlib import Path
+        from runtime.build import build, make_plan, UsageError
+        onnx, engine, late = sys.argv[1:]
+        r = build(make_plan(onnx, engine, opt_shapes={"input": (1, 3, 16, 16)}, target="rtx",
+                            compute_capabilities=["8.6"]))
+        print(json.dumps({"engine": str(r.engine), "sidecar": str(r.sidecar_path), "seconds": r.seconds,
+                          "sha": r.sidecar.engine_sha256, "cc": r.sidecar.compute_capabilities}))
+        plan = make_plan(onnx, late, opt_shapes="input:1x3x16x16", target="rtx")
+        Path(late).write_bytes(b"mine")  # appears while building
+        try:
+            build(plan)
+        except UsageError as e:
+            print(e)
+    """, str(plain), str(tmp_path / "a.engine"), str(tmp_path / "late.engine"))
+    assert proc.returncode == 0, proc.stderr
+    result, refusal = proc.stdout.strip().splitlines()[-2:]
+    result = json.loads(result)
+    engine = tmp_path / "a.engine"
+    assert result["engine"] == str(engine) and result["sidecar"] == str(rtrt.sidecar_path(engine))
+    side = rtrt.read_sidecar(engine)
+    assert result["sha"] == side.engine_sha256 == rtrt.sha256_file(engine) and result["cc"] == ["8.6"]
+    assert result["seconds"] > 0 and side.target == "rtx" and side.shapes["input"]["opt"] == [1, 3, 16, 16]
+    assert refusal == f"engine {tmp_path / 'late.engine'} appeared during the build; pass --force to replace it"
+    assert (tmp_path / "late.engine").read_bytes() == b"mine"
+    assert not rtrt.sidecar_path(tmp_path / "late.engine").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.engine", "a.engine.json", "late.engine", "m.onnx"]
+
+
+def test_cli_says_a_rejected_graph_in_one_line_with_exit_1(tmp_path):
+    """BuildFailed (TensorRT-RTX's parser rejects the graph): exit status 1, the CLI's last line says why."""
+    pytest.importorskip("tensorrt_rtx", reason="tensorrt-rtx-cu13 not installed (pip install -e '.[dev]')")
+    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, "height", "width"])
+    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, None)
+    nodes = [helper.make_node("Relu", ["input"], ["r"]), helper.make_node("Unique", ["r"], ["output"])]
+    model = helper.make_model(helper.make_graph(nodes, "g", [inp], [out]), opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(tmp_path / "u.onnx"))
+    engine = tmp_path / "u.engine"
+    proc = _fresh_python("import sys; from runtime.build import main; sys.exit(main(sys.argv[1:]))", "--target", "rtx",
+                         "--onnx", str(tmp_path / "u.onnx"), "--saveEngine", str(engine), "--optShapes",
+                         "input:1x3x16x16")
+    assert proc.returncode == rb.EXIT_BUILD, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"python -m runtime.build: error: the build failed: TensorRT-RTX's ONNX parser rejected {tmp_path / 'u.onnx'}: ")
+    assert "Unique" in proc.stderr and not engine.exists() and not rtrt.sidecar_path(engine).exists()
 
 
 # ------------------------------------------------------------------------ TF32, --target rtx

@@ -1,6 +1,7 @@
 """models.train: a few steps on tiny configurations; resume is bit-identical; runs are seeded."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,6 +11,7 @@ from PIL import Image
 
 import models
 from models import train
+from models.errors import SrdeployError
 
 TINY_NLSN = ["n_resblocks=1", "n_feats=8", "chunk_size=16", "n_hashes=2", "res_scale=1.0"]
 TINY_CSNLN = ["n_feats=8", "depth=1"]
@@ -35,7 +37,7 @@ def args(data, out, *extra, model="nlsn", scale=2, steps=4, patch=8, cfg=TINY_NL
 
 
 def state(out):
-    return torch.load(out / train.STATE, weights_only=False)
+    return torch.load(out / train.STATE, weights_only=True)  # the state holds plain data only
 
 
 def same_tensors(a: dict, b: dict) -> bool:
@@ -139,3 +141,38 @@ def test_bad_arguments(argv, needle, data, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         train.main(args(data, tmp_path / "r") + argv)
     assert e.value.code == 2 and needle in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------- API
+
+def test_train_config_is_what_the_cli_runs(data, tmp_path):
+    """The CLI only fills a TrainConfig: the same run from Python gives bit-identical weights."""
+    assert train.main(args(data, tmp_path / "cli", steps=2)) == 0
+    config = train.TrainConfig(model="nlsn", scale=2, out=tmp_path / "api", data=data, cfg=train.parse_cfg(TINY_NLSN),
+                               steps=2, batch=2, patch=8, save_every=2, log_every=1, val_every=2, warmup=1, quiet=True)
+    result = train.train(config)
+    assert result["finished"] and result["step"] == 2
+    assert same_tensors(torch.load(tmp_path / "cli" / train.WEIGHTS), torch.load(tmp_path / "api" / train.WEIGHTS))
+    cli, api = (json.loads((tmp_path / d / train.SUMMARY).read_text()) for d in ("cli", "api"))
+    assert api["val_psnr_rgb"] == cli["val_psnr_rgb"] and 0 < api["val_psnr_rgb"] < 100
+    assert result["summary"]["sha256"] == cli["sha256"]
+
+
+def test_cli_defaults_are_the_config_defaults(tmp_path):
+    parsed = vars(train.build_parser().parse_args(["--model", "edsr", "--scale", "3", "--out", str(tmp_path)]))
+    config = dataclasses.asdict(train.TrainConfig(model="edsr", scale=3, out=str(tmp_path)))
+    assert {**parsed, "cfg": {}} == config
+
+
+@pytest.mark.parametrize("change,needle", [
+    (dict(model="srcnn"), "--model srcnn: one of csnln, edsr, nlsn"),
+    (dict(scale=5), "--scale 5: one of 2, 3, 4"),
+    (dict(val_every=0), "--val-every must be ≥ 1"),
+    (dict(lr_min=1.0), "--lr-min must be ≤ --lr"),
+    (dict(data="/no/such/folder"), "--data /no/such/folder: no such folder"),
+])
+def test_train_refuses_a_bad_config_before_writing(change, needle, data, tmp_path):
+    config = train.TrainConfig(model="nlsn", scale=2, out=tmp_path / "r", data=data, cfg=train.parse_cfg(TINY_NLSN))
+    with pytest.raises(SrdeployError, match=needle):
+        train.train(dataclasses.replace(config, **change))
+    assert not (tmp_path / "r").exists()
