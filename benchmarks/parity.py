@@ -86,7 +86,7 @@ def engine_for(path: Path, sizes: Sequence[tuple[int, int]]) -> Path:
     lo = shape(min(h for h, _ in sizes), min(w for _, w in sizes))
     hi = shape(max(h for h, _ in sizes), max(w for _, w in sizes))
     engine = path.with_suffix(".engine")
-    rb.build(path, engine, min_shapes=lo, opt_shapes=hi, max_shapes=hi, force=True)
+    rb.build(rb.make_plan(path, engine, min_shapes=lo, opt_shapes=hi, max_shapes=hi, force=True))
     return engine
 
 

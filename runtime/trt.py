@@ -43,7 +43,7 @@ __all__ = [
     "EngineMismatch", "SidecarError", "PluginLibraryNotFound", "TensorRTUnavailable", "TensorRTError",
     "MachineInfo", "EngineSidecar", "sidecar_path", "write_sidecar", "read_sidecar", "verify_sidecar",
     "sha256_file", "find_plugin_library", "default_plugin_library", "load_plugin_library", "machine_info",
-    "import_tensorrt", "unavailable_reason", "make_logger", "rebuild_hint", "atomic_write_bytes",
+    "import_tensorrt", "unavailable_reason", "make_logger", "rebuild_hint",
 ]
 
 #: ONNX domain of the custom nodes = TensorRT plugin namespace; plugin version (DESIGN.md section 3)
@@ -134,10 +134,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
             h.update(block)
     return h.hexdigest()
 
-
-#: the one atomic write, under the name its callers here used (runtime/build.py, plugins/trt/harness);
-#: remove once they import models.files.atomic_write
-atomic_write_bytes = atomic_write
 
 
 # ------------------------------------------------------------------------- plugin library

@@ -99,10 +99,14 @@ def test_parity_runs_tensorrt_through_runtime_build_and_the_trt_backend(tmp_path
     onnx_path.write_bytes(b"onnx")
     builds = []
 
-    def fake_build(onnx, engine, *, min_shapes, opt_shapes, max_shapes, force):
+    def fake_plan(onnx, engine, *, min_shapes, opt_shapes, max_shapes, force):
         builds.append((onnx, engine, min_shapes, opt_shapes, max_shapes, force))
+        return engine
+
+    def fake_build(engine):  # the plan above is the engine path
         engine.write_bytes(b"engine")
         rtrt.write_sidecar(make_rtx_sidecar(engine), engine)
+    monkeypatch.setattr(rb, "make_plan", fake_plan)
     monkeypatch.setattr(rb, "build", fake_build)
     if rtrt.unavailable_reason("rtx") is None:
         pytest.skip("TensorRT-RTX and a GPU are here: the fake engine would be deserialised")

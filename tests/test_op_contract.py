@@ -197,24 +197,13 @@ def creator_gaps(driver_output: str, type_names: dict[int, str]) -> list[str]:
 
 def completeness_gaps() -> list[str]:
     """Everything above that runs without a build (the creators need the interface driver)."""
-    return registry_gaps() + signature_gaps() + schema_gaps() + readmes_gaps() + source_gaps(KERNEL_SOURCES)
+    return registry_gaps() + signature_gaps() + schema_gaps() + readmes_gaps() + source_gaps(KERNEL_SOURCES + PLUGIN_SOURCES)
 
 
 # ----------------------------------------------------------------------------------- the project
 
 def test_every_op_has_all_its_parts():
     assert completeness_gaps() == []
-
-
-# LEAD: H3 moves each IPluginV3 class from plugins/trt/ to plugins/<folder>/. Until that lands this
-# test is an expected failure (strict: it must fail while the classes are still in plugins/trt/);
-# once plugins/trt/<folder>Plugin.cpp are gone it runs as a plain test and must pass.
-_CLASSES_IN_TRT = any((REPO / "plugins" / "trt" / f"{op.folder}Plugin.cpp").is_file() for op in OPS.values())
-
-
-@pytest.mark.xfail(_CLASSES_IN_TRT, strict=True, reason="the IPluginV3 classes are still in plugins/trt/ (H3 moves them)")
-def test_each_plugin_class_sits_beside_its_kernel():
-    assert source_gaps(PLUGIN_SOURCES) == []
 
 
 def _driver_output(trt_plugins_lib: Path) -> str:

@@ -168,9 +168,10 @@ def test_fit_to_profile():
 
 
 def test_atomic_write_replaces(tmp_path):
+    from models.files import atomic_write
     target = tmp_path / "sub" / "f.bin"
-    rtrt.atomic_write_bytes(target, b"one")
-    rtrt.atomic_write_bytes(target, b"two")
+    atomic_write(target, b"one")
+    atomic_write(target, b"two")
     assert target.read_bytes() == b"two" and sorted(p.name for p in target.parent.iterdir()) == ["f.bin"]
 
 
