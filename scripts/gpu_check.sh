@@ -163,7 +163,7 @@ export SRDEPLOY_KERNELS_LIB="$BUILD/$KERNELS_LIB_NAME" SRDEPLOY_TRT_PLUGINS="$BU
 export SRDEPLOY_PARITY_LOG="$OUT_DIR/parity.jsonl"
 PYTEST=(python3 -m pytest -p no:cacheprovider -rA -q)
 ENQUEUE_TEST=tests/test_plugin_enqueue.py
-GPU_TESTS=(tests/test_*gpu*.py)  # every GPU test module (e.g. test_kernels_gpu.py, test_kernels_hardening_gpu.py)
+GPU_TESTS=(tests/test_*gpu*.py tests/test_op_backends.py)  # every module with GPU tests (test_kernels_gpu.py, ..., the op x backend table)
 
 echo "gpu_check$([ "$DRY" = 1 ] && echo ' --dry-run'): $OUT_DIR (arch $ARCH, $JOBS jobs)"
 run_step environment 20 300 environment

@@ -61,12 +61,12 @@ def test_benchmark_network_groups_on_cpu(tmp_path):
 
 def test_bucket_attention_variants_are_detected_without_a_gpu():
     """What the GPU check measures depends on this: both variants once the chunk kernel is in the sources."""
-    from plugins import kernels
+    from plugins import kernels as binding
     path = REPO / "build" / "gpu_check" / "build_90-real" / "libsrdeploy_kernels.so"  # the dry run's build
     if not path.is_file():
         pytest.skip(f"{path} not built (scripts/gpu_check.sh --dry-run builds it; .ci/run runs that first)")
     has_chunk = (REPO / "plugins" / "bucketAttention" / "bucketAttentionChunkKernel.cu").is_file()
-    lib = kernels.load(path)
+    lib = binding.load(path)
     assert kernels.variants_of(lib) == (["gather", "chunk"] if has_chunk else ["gather"])
     assert kernels.VARIANT_ENV not in os.environ  # restored
 
