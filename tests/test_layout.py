@@ -181,9 +181,7 @@ def _leading_comment(text: str) -> str:
         elif stripped.startswith("/*"):
             in_block = "*/" not in stripped
             lines.append(stripped[2:].replace("*/", "").lstrip("*").strip())
-        elif stripped and lines:
-            break
-        elif stripped:  # code before any comment
+        elif stripped:  # the first line of code ends the comment
             break
         else:
             lines.append("")
@@ -203,7 +201,7 @@ def says_why_long(path: Path) -> bool:
 def source_files(root: Path, packages=PACKAGES) -> list[Path]:
     files = [p for package in packages for p in (root / package).rglob("*.py")]
     files += [p for p in (root / "plugins").rglob("*") if p.suffix in CPP_SUFFIXES]
-    return sorted(p for p in files if "build" not in p.relative_to(root).parts[:2])
+    return sorted(p for p in files if "build" not in p.relative_to(root).parts[:2])  # not CMake's output
 
 
 def long_modules(root: Path, packages=PACKAGES, limit: int = MAX_LINES) -> list[str]:
