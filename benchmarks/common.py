@@ -20,6 +20,7 @@ import torch
 import models
 from models.base import SRModel
 from models.errors import SrdeployError, UsageError
+from models.files import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SRDEPLOY_SHARED", REPO.parent / "shared"))
@@ -76,6 +77,16 @@ def fail(message: str, prog: str | None = None) -> UsageExit:
     """Print ``prog: error: message`` (one line) and return the exception to raise."""
     print(f"{prog or 'error'}{': error' if prog else ''}: {message}", file=sys.stderr)
     return UsageExit(message)
+
+
+@contextlib.contextmanager
+def one_line_errors(prog: str | None = None):
+    """Within the block, an srdeploy error (weights that do not load, a repository that cannot be
+    written, ...) ends the command as :func:`fail` does: its one line on stderr, exit status 2."""
+    try:
+        yield
+    except SrdeployError as e:
+        raise fail(str(e), prog) from None
 
 
 def add_model_arguments(p: argparse.ArgumentParser, default_sizes: str) -> None:
@@ -285,7 +296,7 @@ def check_outputs(paths: Sequence[Path], overwrite: bool, work_dir: Path | None 
                   instead: str = "another --out-dir") -> None:
     """Before any work: every result file's folder can be created and written, none of them is a
     folder, none exists (unless ``overwrite``), and ``work_dir`` is usable; else :class:`UsageExit`."""
-    from runtime.paths import file_problem, folder_problem
+    from models.files import file_problem, folder_problem
     for folder in [work_dir] if work_dir is not None else []:
         problem = folder_problem(folder)
         if problem:
@@ -320,26 +331,6 @@ def run_sweep(run, config: Sweep, prog: str, name: str):
         raise fail(str(e), prog) from None
 
 
-def publish(tmp: str | Path, path: Path) -> None:
-    """Rename a finished temporary file into place with the usual permissions (mkstemp makes 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _plain(obj: Any) -> Any:
     """JSON-safe: inf/nan become the strings "inf"/"nan" (strict JSON has no such numbers)."""
     if isinstance(obj, dict):
@@ -355,5 +346,7 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(_plain(obj), indent=2, allow_nan=False) + "\n")
+def write_json(path: Path, obj: Any, *, overwrite: bool = True) -> None:
+    """``obj`` as strict JSON (inf/nan as strings), written atomically; ``overwrite=False`` refuses
+    (OutputExistsError) a file that exists, also one that appeared while the results were computed."""
+    atomic_write(path, json.dumps(_plain(obj), indent=2, allow_nan=False) + "\n", overwrite=overwrite)

@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO, check_outputs, write_atomic, write_json
+from benchmarks.common import REPO, UsageExit, check_outputs, fail, one_line_errors, write_json
+from models.files import atomic_write
 
 PARITY_LOG_ENV = "SRDEPLOY_PARITY_LOG"
 RESULTS_DIR = REPO / "benchmarks" / "results" / "gpu"
@@ -182,34 +183,38 @@ def main(argv=None) -> int:
     pub.add_argument("--dest", type=Path, default=RESULTS_DIR, help="folder (default %(default)s)")
     pub.add_argument("--overwrite", action="store_true", help="replace existing result files")
     args = p.parse_args(argv)
-    if not args.out_dir.is_dir():
-        print(f"error: {args.out_dir} is not a folder; pass the OUT_DIR of scripts/gpu_check.sh", file=sys.stderr)
-        return 2
-    if args.command == "collect":
-        summary = collect(args.out_dir)
-        write_json(args.out_dir / "summary.json", summary)
-        write_atomic(args.out_dir / "summary.md", markdown(summary))
-        print(markdown(summary))
-        return 0
+    try:
+        with one_line_errors():
+            if not args.out_dir.is_dir():
+                raise fail(f"{args.out_dir} is not a folder; pass the OUT_DIR of scripts/gpu_check.sh")
+            return collect_files(args.out_dir) if args.command == "collect" else publish_summary(args)
+    except UsageExit as e:  # its one line is on stderr already
+        return e.code
+
+
+def collect_files(out_dir: Path) -> int:
+    """``collect``: OUT_DIR/summary.json and summary.md."""
+    summary = collect(out_dir)
+    write_json(out_dir / "summary.json", summary)
+    atomic_write(out_dir / "summary.md", markdown(summary))
+    print(markdown(summary))
+    return 0
+
+
+def publish_summary(args) -> int:
+    """``publish``: the collected summary under the GPU's name in ``--dest``; UsageExit when it cannot."""
     src = args.out_dir / "summary.json"
     try:
         summary = json.loads(src.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        print(f"error: cannot read {src} ({e}); run `python -m benchmarks.gpu_summary collect {args.out_dir}` first",
-              file=sys.stderr)
-        return 2
+        raise fail(f"cannot read {src} ({e}); run `python -m benchmarks.gpu_summary collect {args.out_dir}` first")
     if not summary.get("device"):
-        print(f"error: {src} names no device; it was not written on a GPU machine", file=sys.stderr)
-        return 2
+        raise fail(f"{src} names no device; it was not written on a GPU machine")
     stem = gpu_file_stem(summary["device"])
     dest_json, dest_md = args.dest / f"{stem}.json", args.dest / f"{stem}.md"
-    try:
-        check_outputs([dest_json, dest_md], args.overwrite)
-    except SystemExit as e:
-        print(e, file=sys.stderr)
-        return 2
+    check_outputs([dest_json, dest_md], args.overwrite, instead="another --dest")
     write_json(dest_json, summary)
-    write_atomic(dest_md, markdown(summary))
+    atomic_write(dest_md, markdown(summary))
     print(f"wrote {dest_json} and {dest_md}")
     return 0
 

@@ -268,7 +268,7 @@ COLUMNS = [("model", "model"), ("scale", "scale"), ("size", "LR size"), ("batch"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from runtime.cli import HelpFormatter, whole_number
+    from models.cli import HelpFormatter, whole_number
     _positive = whole_number(1)
     examples = __doc__.split("\n\n")[1]
     p = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__.split("\n\n")[2],

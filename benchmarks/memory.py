@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import common
+from models.files import atomic_write
 
+PROG = "python -m benchmarks.memory"
 VARIANTS = ("dense", "blocked")
 DEFAULT_BUDGETS = ("24G", "4G")
 AUTO_SIZES = (64, 128, 192, 512, 1024, 2048)
@@ -130,7 +132,7 @@ def auto_tiles(models_: list[str], scale: int, budgets: list[str], sizes: list[i
 # --------------------------------------------------------------------------- CLI
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.split("\n\n")[2],
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="examples:\n  python -m benchmarks.memory --out-dir benchmarks/results\n"
                                        "  python -m benchmarks.memory --models nlsn --sizes 64 --tiles 0 --out-dir /tmp/m")
@@ -179,6 +181,13 @@ def main(argv=None) -> int:
             return 2
     outs = [args.out_dir / f"memory.{ext}" for ext in ("json", "md")]
     common.check_outputs(outs, args.overwrite)
+    with common.one_line_errors(PROG):  # e.g. bundled weights missing, a tile refused
+        return _measure_all(args, outs, argv)
+
+
+def _measure_all(args, outs: list[Path], argv) -> int:
+    """Every measurement asked for (each in a child process), then the tables; 1 if any failed."""
+    from runtime import memory
     start = time.perf_counter()
     run_id = time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())  # times compare only within one run
     earlier = json.loads(args.reuse.read_text()) if args.reuse else {"rows": []}
@@ -213,7 +222,7 @@ def main(argv=None) -> int:
           common.table(rows, COLUMNS), "", f"## --tile auto (tile pad {args.tile_pad}; no network run)", "",
           common.table(auto, AUTO_COLUMNS)]
     common.write_json(outs[0], result)
-    common.write_atomic(outs[1], "\n".join(md) + "\n")
+    atomic_write(outs[1], "\n".join(md) + "\n")
     print("\n".join(md))
     print(f"\nwrote {', '.join(map(str, outs))}")
     return 1 if any(r["status"] != "ok" for r in rows) else 0

@@ -195,7 +195,7 @@ COLUMNS = [("model", "model"), ("scale", "scale"), ("mode", "ops"), ("precision"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from runtime.cli import HelpFormatter
+    from models.cli import HelpFormatter
     p = argparse.ArgumentParser(prog="python -m benchmarks.parity", description=__doc__.split("\n\n")[2],
                                 epilog="examples:\n" + __doc__.split("\n\n")[1], formatter_class=HelpFormatter)
     common.add_model_arguments(p, default_sizes=DEFAULT_SIZES)

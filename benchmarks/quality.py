@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -32,6 +31,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from models.errors import SrdeployError
+from models.files import atomic_write
 from runtime.metrics import psnr_y, ssim_y
 from runtime.resize import bicubic_downscale_uint8, imresize_uint8
 
@@ -181,7 +182,7 @@ def _scale_arg(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from runtime.cli import HelpFormatter
+    from models.cli import HelpFormatter
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.quality",
         description="PSNR/SSIM on Y of the SR benchmark sets (MATLAB bicubic LR, border = scale).",
@@ -247,23 +248,6 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         check_outputs([args.json], args.overwrite, prog=p.prog, instead="another --json path")
 
 
-def write_json_atomic(path: Path, data: dict, overwrite: bool = False) -> None:
-    """Write via a temp file in the same folder and os.replace, so readers never see half a file."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def format_table(rows: list[dict], show_published: bool) -> str:
     head = f"{'set':<10} {'scale':>5} {'n':>4} {'PSNR':>8} {'SSIM':>7}"
     if show_published:
@@ -325,12 +309,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_args(parser, args)
-    report = run(args)
-    print(format_table(report["results"], show_published=args.model == "bicubic"))
-    print(f"total {report['total_seconds']:.1f} s")
-    if args.json:
-        write_json_atomic(args.json, report, overwrite=args.overwrite)
-        print(f"wrote {args.json}")
+    try:
+        report = run(args)
+        print(format_table(report["results"], show_published=args.model == "bicubic"))
+        print(f"total {report['total_seconds']:.1f} s")
+        if args.json:  # refused if it appeared while the sets were evaluated
+            atomic_write(args.json, json.dumps(report, indent=2) + "\n", overwrite=args.overwrite)
+            print(f"wrote {args.json}")
+    except SrdeployError as e:  # weights that do not load, a --json that appeared meanwhile
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -24,7 +24,9 @@ import numpy as np
 from PIL import Image
 
 from benchmarks import common
+from models.files import atomic_write
 
+PROG = "python -m benchmarks.serving"
 COLUMNS = [("concurrency", "clients"), ("variant", "tile batching"), ("images", "images"),
            ("images_per_s", "images/s"), ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"),
            ("mean_tile_batch", "mean tile batch"), ("max_tile_batch", "max tile batch")]
@@ -75,7 +77,7 @@ def _measure(url: str, model: str, images: list[np.ndarray], scale: int, concurr
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="nlsn", help="architecture of the bundled weights (or --weights)")
     p.add_argument("--scale", type=int, default=2)
@@ -94,21 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
+def _measure_variants(args, images: list[np.ndarray], variants: dict[str, str]) -> list[dict]:
+    """Both repositories in one server; every concurrency, batched and unbatched in turn."""
     import tritonclient.http as httpclient
 
     from export.triton import RepositoryOptions, write_repository
     from runtime.serve import TritonServer
-
-    args = build_parser().parse_args(argv)
-    outs = [args.out_dir / "serving.json", args.out_dir / "serving.md"]
-    common.check_outputs(outs, args.overwrite)
-    h, w = args.size
-    img = np.asarray(Image.open(SAMPLE).convert("RGB"))
-    if img.shape[0] < h + 8 or img.shape[1] < w + 8:
-        raise SystemExit(f"error: --size {h}x{w} is larger than the sample image {img.shape[1]}x{img.shape[0]}")
-    images = [np.ascontiguousarray(img[4 * k:4 * k + h, 4 * k:4 * k + w]) for k in range(3)]
-    variants = {"yes": f"{args.model}_x{args.scale}_batched", "no": f"{args.model}_x{args.scale}_unbatched"}
 
     work = Path(tempfile.mkdtemp(prefix="srdeploy-bench-serving-"))
     try:
@@ -144,6 +137,22 @@ def main(argv=None) -> int:
             stats_client.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    outs = [args.out_dir / "serving.json", args.out_dir / "serving.md"]
+    common.check_outputs(outs, args.overwrite)
+    h, w = args.size
+    img = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    if img.shape[0] < h + 8 or img.shape[1] < w + 8:
+        raise SystemExit(f"error: --size {h}x{w} is larger than the sample image {img.shape[1]}x{img.shape[0]}")
+    images = [np.ascontiguousarray(img[4 * k:4 * k + h, 4 * k:4 * k + w]) for k in range(3)]
+    variants = {"yes": f"{args.model}_x{args.scale}_batched", "no": f"{args.model}_x{args.scale}_unbatched"}
+
+    with common.one_line_errors(PROG):  # no bundled weights, a server that does not start, ...
+        rows = _measure_variants(args, images, variants)
 
     tiles_per_image = (-(-h // args.tile)) * (-(-w // args.tile)) if args.tile else 1
     result = {"benchmark": "serving", "model": args.model, "scale": args.scale, "device": args.device,
@@ -154,7 +163,7 @@ def main(argv=None) -> int:
     text = (f"# Serving through Triton: {args.model} x{args.scale}, {h}x{w} LR images, tile {args.tile}+"
             f"{args.tile_pad} ({tiles_per_image} tiles/image), {args.device}\n\n" + common.table(rows, COLUMNS) + "\n")
     common.write_json(outs[0], result)
-    common.write_atomic(outs[1], text)
+    atomic_write(outs[1], text)
     print(text)
     return 0
 

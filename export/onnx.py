@@ -21,11 +21,8 @@ from __future__ import annotations
 import argparse
 import copy
 import inspect
-import json
 import math
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -38,26 +35,21 @@ import torch.nn.functional as F
 from torch import nn
 from torch.export import Dim
 
-from models.errors import SrdeployError
 import models
 from models.base import SRModel
+from models.cli import HelpFormatter
+from models.errors import SrdeployError
+from models.files import atomic_output
 from models.ops import contract
 
 from . import cleanup as _cleanup
+from . import metadata as _metadata
 from . import ops_onnx, ops_plugin
+from .options import (DEFAULT_OPSET, MIN_OPSET, MODES, PRECISIONS, ExportError, check_output, parse_option,
+                      parse_size, validate_options)
 
-MODES = ("plugin", "onnx")
-PRECISIONS = ("fp32", "fp16")
-DEFAULT_OPSET = 18
-# torch's ONNX exporter (dynamo) emits opset 18 and newer only; both modes need nothing newer.
-MIN_OPSET = {"plugin": 18, "onnx": 18}
-META_KEY = "srdeploy"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # of the metadata (export.metadata)
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
-
-
-class ExportError(SrdeployError, ValueError):
-    """An export that cannot be done as asked; the message says why and what to do."""
 
 
 # --------------------------------------------------------------------------- helper op for step 2
@@ -178,13 +170,6 @@ def metadata(model: SRModel, mode: str, precision: str, size: tuple[int, int] | 
     }
 
 
-def read_metadata(model: onnx.ModelProto) -> dict[str, Any] | None:
-    for prop in model.metadata_props:
-        if prop.key == META_KEY:
-            return json.loads(prop.value)
-    return None
-
-
 # --------------------------------------------------------------------------- the export itself
 
 @dataclass
@@ -242,24 +227,6 @@ def _set_opset(proto: onnx.ModelProto, domain: str, version: int) -> None:
     proto.opset_import.append(onnx.helper.make_opsetid(domain, version))
 
 
-def validate_options(model: SRModel, *, mode: str, precision: str, size: tuple[int, int] | None, opset: int) -> None:
-    if mode not in MODES:
-        raise ExportError(f"unknown export mode {mode!r}; use --ops plugin or --ops onnx")
-    if precision not in PRECISIONS:
-        raise ExportError(f"unknown precision {precision!r}; use --precision fp32 or fp16")
-    if opset < MIN_OPSET[mode]:
-        raise ExportError(f"opset {opset} is too low for --ops {mode}: the exporter and the decompositions "
-                          f"need opset ≥ {MIN_OPSET[mode]}; pass --opset {MIN_OPSET[mode]} or higher")
-    newest = onnx.defs.onnx_opset_version()
-    if opset > newest:
-        raise ExportError(f"opset {opset} is newer than this onnx package knows ({newest}); pass --opset ≤ {newest}")
-    if size is not None:
-        msg = model.size_error(*size)
-        if msg:
-            raise ExportError(f"--size {size[0]}x{size[1]}: {msg.split(';')[0]}; "
-                              f"use --size {model.valid_size(*size)[0]}x{model.valid_size(*size)[1]}")
-
-
 def export_model(model: SRModel, path: str | Path, *, mode: str = "onnx", precision: str = "fp32",
                  size: tuple[int, int] | None = None, opset: int = DEFAULT_OPSET, overwrite: bool = False,
                  weights: str | None = None, check: bool = True) -> ExportResult:
@@ -280,48 +247,19 @@ def export_model(model: SRModel, path: str | Path, *, mode: str = "onnx", precis
     example = (torch.rand(1 if size else 2, 3, h, w, generator=torch.Generator().manual_seed(0)) * model.rgb_range,)
     proto = to_onnx(net, example, mode=mode, precision=precision, opset=opset, bound=max_buckets(model),
                     dynamic_shapes=None if size else _dynamic_shapes(model))
-    meta = metadata(model, mode, precision, size, weights, opset)
-    proto.metadata_props.append(onnx.StringStringEntryProto(key=META_KEY, value=json.dumps(meta)))
+    _metadata.write(proto, metadata(model, mode, precision, size, weights, opset))
     proto.doc_string = (f"srdeploy {model.name} x{model.scale}, --ops {mode}, {precision}; "
                         f"input [N, 3, H, W] in [0, {model.rgb_range:g}]")
     seconds = time.perf_counter() - start
 
     checks: dict[str, Any] = {}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        onnx.save(proto, tmp)
+    with atomic_output(path) as tmp:  # published only when every check passes
+        onnx.save(proto, str(tmp))
         if check:
             _cleanup.check(proto)
             checks["onnx.checker"] = checks["shape_inference"] = "ok"
-            checks.update(_runtime_check(tmp, model, example[0][:1], precision, mode))
-        publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            checks.update(_runtime_check(str(tmp), model, example[0][:1], precision, mode))
     return ExportResult(path, seconds, path.stat().st_size, proto, checks)
-
-
-def check_output(path: str | Path, overwrite: bool) -> None:
-    """ExportError naming the cause unless ``path`` can be written (its folder exists and is writable;
-    an existing file only with ``overwrite``)."""
-    from runtime.paths import file_problem
-    path = Path(path)
-    if path.exists() and not path.is_dir() and not overwrite:
-        raise ExportError(f"{path} exists; pass --overwrite to replace it or choose another -o")
-    if not path.parent.is_dir() and not path.is_dir():
-        raise ExportError(f"{path.parent} is not a directory; create it or choose another -o")
-    problem = file_problem(path)
-    if problem:
-        raise ExportError(f"cannot write {path}: {problem}; choose another -o")
-
-
-def publish(tmp: str | Path, path: str | Path) -> None:
-    """Rename a finished temporary file into place with the usual permissions (mkstemp makes 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
 
 
 def _runtime_check(onnx_path: str, model: SRModel, x: torch.Tensor, precision: str, mode: str) -> dict[str, Any]:
@@ -351,7 +289,7 @@ def _shape(value_info) -> str:
 
 def summary(result: ExportResult) -> str:
     proto = result.model
-    meta = read_metadata(proto) or {}
+    meta = _metadata.read(proto) or {}
     custom = ops_plugin.custom_nodes(proto)
     lines = [f"wrote {result.path} ({result.file_bytes / 1024:.1f} KiB) in {result.seconds:.1f} s",
              f"  {meta.get('model')} x{meta.get('scale')}  --ops {meta.get('ops')}  {meta.get('precision')}  "
@@ -370,28 +308,7 @@ def summary(result: ExportResult) -> str:
 
 # --------------------------------------------------------------------------- CLI
 
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--size takes HxW, e.g. 48x64, got {text!r}") from None
-    if h < 1 or w < 1:
-        raise argparse.ArgumentTypeError(f"--size needs positive sizes, got {text!r}")
-    return h, w
-
-
-def _parse_option(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--set takes KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from runtime.cli import HelpFormatter
     p = argparse.ArgumentParser(prog="python -m export.onnx", description=(
         "Export an srdeploy network to ONNX: custom srdeploy::* nodes (--ops plugin, for the TensorRT "
         "plugins) or standard ops only (--ops onnx, any onnxruntime and TensorRT without plugins)."),
@@ -407,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "model and scale if any (and no --set), else random weights (seed 0)")
     p.add_argument("--random-weights", action="store_true",
                    help="random weights (seed 0) even where bundled default weights exist")
-    p.add_argument("--set", dest="options", action="append", type=_parse_option, default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", dest="options", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
                    help="model option by its official name (n_resblocks, n_feats, chunk_size, n_hashes, rgb_range, ...)")
     p.add_argument("--ops", choices=MODES, default="onnx",
                    help="custom srdeploy::* nodes (plugin) or standard ops only (onnx)")
@@ -415,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fp16: half-precision graph, hashing and softmax statistics in fp32 (I/O stays fp32)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--dynamic", action="store_true", help="one file for every input size (the default)")
-    size.add_argument("--size", type=_parse_size, metavar="HxW", help="fixed input size (e.g. one TensorRT tile)")
+    size.add_argument("--size", type=parse_size, metavar="HxW", help="fixed input size (e.g. one TensorRT tile)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N", help=f"ONNX opset (min {MIN_OPSET['onnx']})")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="output file (default: <model>_x<scale>_<ops>_<precision>[_HxW].onnx)")
@@ -429,15 +346,21 @@ def load_model(name: str, scale: int, weights: str | None, options: dict[str, An
     """The network to export and a description of its weights: the checkpoint given; else the
     bundled default weights for (model, scale) when there are some and no option changes the
     architecture; else the released configuration (with ``options``) and random weights."""
-    if weights:
-        return models.load(weights, model=name, scale=scale, **options), weights
-    if not random_weights and not options and name.lower() in models.ARCHITECTURES:
-        from models import weights as bundled
-        entry = bundled.find(name.lower(), scale)
-        if entry is not None:
-            return models.load(entry.path, model=name, scale=scale, **entry.overrides), f"bundled {entry.path.name}"
-    torch.manual_seed(0)
-    return models.build(name, scale, **options), None
+    try:
+        if weights:
+            return models.load(weights, model=name, scale=scale, **options), weights
+        if not random_weights and not options and name.lower() in models.ARCHITECTURES:
+            from models import weights as bundled
+            entry = bundled.find(name.lower(), scale)
+            if entry is not None:
+                return (models.load(entry.path, model=name, scale=scale, **entry.overrides),
+                        f"bundled {entry.path.name}")
+        torch.manual_seed(0)
+        return models.build(name, scale, **options), None
+    except SrdeployError:
+        raise
+    except ValueError as e:  # models.build names an unknown model, scale or option in a plain ValueError
+        raise ExportError(str(e)) from None
 
 
 def quiet_torch_exporter() -> None:
@@ -464,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"note: no --weights: using the {weights} weights", file=sys.stderr)
         result = export_model(model, out, mode=args.ops, precision=args.precision, size=size, opset=args.opset,
                               overwrite=args.overwrite, weights=weights, check=not args.no_check)
-    except (ValueError, OSError) as e:  # ExportError, CheckpointError, unknown model/scale/option
+    except (SrdeployError, OSError) as e:  # ExportError, CheckpointError, ...: one line
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(summary(result))

@@ -24,12 +24,15 @@ import re
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
-from models.errors import SrdeployError
 import models
+from models.cli import make_parser, whole_number
+from models.errors import SrdeployError
+
+from . import metadata
 
 PROG = "python -m export.triton"
 TEMPLATES = Path(__file__).resolve().parent / "triton_models"
@@ -170,22 +173,18 @@ def _check_options(o: RepositoryOptions) -> None:
 
 def _network(o: RepositoryOptions):
     """The network (for its size rules and range) and the weights file it came from."""
-    from runtime.backends import BackendError, check_match, resolve_weights
+    from runtime.backends import check_match, resolve_weights
 
     if o.onnx:  # the graph carries its own metadata: no checkpoint needed
-        import onnx
-
-        from export.onnx import read_metadata
-
         try:
-            meta = read_metadata(onnx.load(o.onnx, load_external_data=False))
+            meta = metadata.read_file(o.onnx)
         except Exception as e:  # noqa: BLE001 - any decoding failure is "not an ONNX file"
             raise TritonExportError(f"--onnx {o.onnx}: cannot read it as ONNX ({e})") from None
         if meta is None:
             raise TritonExportError(f"--onnx {o.onnx} has no srdeploy metadata: export it with python -m export.onnx")
         try:
             check_match(meta["model"], int(meta["scale"]), o.model, o.scale, o.onnx)
-        except BackendError as e:
+        except SrdeployError as e:
             raise TritonExportError(str(e)) from None
         if o.tile_backend == "onnxruntime" and meta.get("ops") != "onnx":
             raise TritonExportError(f"--onnx {o.onnx} uses srdeploy's custom ops (--ops {meta.get('ops')}), which "
@@ -195,7 +194,7 @@ def _network(o: RepositoryOptions):
         weights = resolve_weights(o.weights, o.model, o.scale)
         net = models.load(weights)
         check_match(net.name, net.scale, o.model, o.scale, weights)
-    except (BackendError, models.CheckpointError) as e:
+    except SrdeployError as e:  # no bundled weights, a checkpoint of another model or scale, ...
         raise TritonExportError(str(e)) from None
     except (OSError, RuntimeError, EOFError) as e:  # unreadable, or not a torch file at all
         raise TritonExportError(f"cannot load weights {o.weights}: {e}") from None
@@ -296,19 +295,19 @@ def read_manifest(repository: str | Path) -> dict:
 # ----------------------------------------------------------------------------- command line
 
 def add_repository_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags that shape a repository (shared with python -m runtime.serve)."""
+    """The flags that shape a repository (shared with python -m runtime.serve); their defaults are
+    those of :class:`RepositoryOptions`."""
     from runtime.backends import BACKENDS
-    from runtime.infer import _non_negative
-    from runtime.pipeline import DEFAULT_TILE_PAD
 
+    d = RepositoryOptions()
     m = p.add_argument_group("model")
     m.add_argument("--model", choices=sorted(models.ARCHITECTURES),
                    help="architecture (default: read from the weights; must match them if given)")
     m.add_argument("--scale", type=int, choices=models.SCALES,
                    help="upscaling factor (default: read from the weights; must match them if given)")
     m.add_argument("--weights", metavar="PATH", help="checkpoint (default: the bundled compact model of --model/--scale)")
-    m.add_argument("--backend", choices=list(BACKENDS), default="torch",
-                   help="--tile-backend python: the srdeploy backend run inside the server (default: torch)")
+    m.add_argument("--backend", choices=list(BACKENDS), default=d.backend,
+                   help="--tile-backend python: the srdeploy backend run inside the server")
     m.add_argument("--onnx", metavar="PATH", help="an ONNX file from python -m export.onnx (--backend ort or "
                    "--tile-backend onnxruntime; default: exported from the weights with --ops onnx)")
     m.add_argument("--engine", metavar="PATH", help="a TensorRT engine from python -m runtime.build "
@@ -317,60 +316,49 @@ def add_repository_arguments(p: argparse.ArgumentParser) -> None:
                    help="libsrdeploy_trt_plugins.so, copied into the repository for a tensorrt_plan server")
     m.add_argument("--name", metavar="NAME", help="the image model's name (default: <model>_x<scale>, e.g. "
                    "nlsn_x2); the tile model is NAME_tile")
-    m.add_argument("--device", default="cpu", metavar="{cpu,cuda}",
+    m.add_argument("--device", default=d.device, metavar="{cpu,cuda}",
                    help="where the tile model runs (default: cpu); cuda gives it a KIND_GPU instance group")
 
     t = p.add_argument_group("tiles and batching")
-    t.add_argument("--tile-backend", choices=TILE_BACKENDS, default="python",
+    t.add_argument("--tile-backend", choices=TILE_BACKENDS, default=d.tile_backend,
                    help="the tile model's Triton backend: python (an srdeploy backend; runs with the "
-                        "tritonserver of nvidia-pytriton), onnxruntime or tensorrt_plan (official container) "
-                        "(default: python)")
-    t.add_argument("--tile", type=_non_negative, default=DEFAULT_TILE, metavar="N",
-                   help=f"tile size in LR pixels, as runtime.infer --tile (default: {DEFAULT_TILE})")
-    t.add_argument("--tile-pad", type=_non_negative, default=DEFAULT_TILE_PAD, metavar="N",
-                   help=f"LR pixels of context around each tile, as runtime.infer (default: {DEFAULT_TILE_PAD})")
-    t.add_argument("--max-pixels", type=_non_negative, default=DEFAULT_MAX_PIXELS, metavar="N",
-                   help=f"largest LR image (H·W) a request may carry; larger ones get an error "
-                        f"(default: {DEFAULT_MAX_PIXELS})")
-    t.add_argument("--max-batch-size", type=_non_negative, default=8, metavar="N",
-                   help="most tiles in one batch of the tile model (default: 8)")
-    t.add_argument("--max-queue-delay-us", type=_non_negative, default=2000, metavar="US",
-                   help="how long the batcher may hold a tile to fill a batch (default: 2000)")
-    t.add_argument("--max-queue-size", type=_non_negative, default=0, metavar="N",
-                   help="tiles waiting beyond this are rejected (default: 0, unbounded)")
-    t.add_argument("--queue-timeout-us", type=_non_negative, default=0, metavar="US",
-                   help="a tile waiting longer is rejected (default: 0, no timeout)")
+                        "tritonserver of nvidia-pytriton), onnxruntime or tensorrt_plan (official container)")
+    # flag, metavar, help ("(default: N)", from RepositoryOptions, is added unless the help names the default)
+    queue = (("--tile", "N", "tile size in LR pixels, as runtime.infer --tile"),
+             ("--tile-pad", "N", "LR pixels of context around each tile, as runtime.infer"),
+             ("--max-pixels", "N", "largest LR image (H·W) a request may carry; larger ones get an error"),
+             ("--max-batch-size", "N", "most tiles in one batch of the tile model"),
+             ("--max-queue-delay-us", "US", "how long the batcher may hold a tile to fill a batch"),
+             ("--max-queue-size", "N", "tiles waiting beyond this are rejected (default: 0, unbounded)"),
+             ("--queue-timeout-us", "US", "a tile waiting longer is rejected (default: 0, no timeout)"))
+    instances = (("--tile-instances", "N", "instances of the tile model"),
+                 ("--image-instances", "N", "instances of the image model, i.e. requests tiled at the same time"),
+                 ("--torch-threads", "N", "torch threads of each tile-model instance (default: 0, torch's default)"))
+
+    def add_counts(rows) -> None:
+        for flag, metavar, text in rows:
+            t.add_argument(flag, type=whole_number(0), default=getattr(d, flag[2:].replace("-", "_")),
+                           metavar=metavar, help=text)
+
+    add_counts(queue)
     t.add_argument("--no-batching", action="store_true", help="no dynamic batcher: every tile runs alone")
-    t.add_argument("--tile-instances", type=_non_negative, default=1, metavar="N",
-                   help="instances of the tile model (default: 1)")
-    t.add_argument("--image-instances", type=_non_negative, default=2, metavar="N",
-                   help="instances of the image model, i.e. requests tiled at the same time (default: 2)")
-    t.add_argument("--torch-threads", type=_non_negative, default=0, metavar="N",
-                   help="torch threads of each tile-model instance (default: 0, torch's default)")
+    add_counts(instances)
 
 
 def options_from_args(args) -> RepositoryOptions:
-    return RepositoryOptions(
-        model=args.model, scale=args.scale, weights=args.weights, backend=args.backend, onnx=args.onnx,
-        engine=args.engine, plugin_library=args.plugin_library, device=args.device, tile_backend=args.tile_backend,
-        tile=args.tile, tile_pad=args.tile_pad, max_pixels=args.max_pixels, batching=not args.no_batching,
-        max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us,
-        max_queue_size=args.max_queue_size, queue_timeout_us=args.queue_timeout_us,
-        tile_instances=args.tile_instances, image_instances=args.image_instances, torch_threads=args.torch_threads,
-        name=args.name)
+    """The options the parsed flags of :func:`add_repository_arguments` ask for."""
+    given = {f.name: getattr(args, f.name) for f in fields(RepositoryOptions) if hasattr(args, f.name)}
+    return RepositoryOptions(**given, batching=not args.no_batching)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG, description="Write a Triton Inference Server model repository (image model + batched tile model).",
-        epilog="examples:\n"
-               f"  {PROG} -o triton_repo                                  # bundled NLSN x2, torch in the server\n"
-               f"  {PROG} -o triton_repo --model csnln --scale 2 --tile 96\n"
-               f"  {PROG} -o triton_repo --tile-backend onnxruntime        # official container\n"
-               f"  {PROG} -o triton_repo --tile-backend tensorrt_plan --engine nlsn_x2.engine \\\n"
-               "      --plugin-library libsrdeploy_trt_plugins.so --device cuda\n"
-               "then: python -m runtime.serve --repository triton_repo",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser(PROG, "Write a Triton Inference Server model repository (image model + batched tile model).",
+                    ["-o triton_repo                                  # bundled NLSN x2, torch in the server",
+                     "-o triton_repo --model csnln --scale 2 --tile 96",
+                     "-o triton_repo --tile-backend onnxruntime        # official container",
+                     "-o triton_repo --tile-backend tensorrt_plan --engine nlsn_x2.engine \\",
+                     "      --plugin-library libsrdeploy_trt_plugins.so --device cuda"],
+                    "then: python -m runtime.serve --repository triton_repo")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="the repository folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace a repository written earlier by this command")
     add_repository_arguments(p)
@@ -381,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         out = write_repository(args.output, options_from_args(args), overwrite=args.overwrite)
-    except TritonExportError as e:
+    except SrdeployError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     manifest = read_manifest(out)

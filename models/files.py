@@ -8,6 +8,11 @@ The result is flushed to disk and renamed over ``path`` only when the block fini
 or Ctrl-C the temporary file is removed and ``path`` is untouched. ``overwrite=False`` refuses (with
 :class:`~models.errors.OutputExistsError`) when ``path`` exists, also when it appeared meanwhile.
 The file gets the permissions a plain ``open(path, "w")`` would give (mkstemp makes 0600).
+
+Output locations are checked before any work: :func:`folder_problem` and :func:`file_problem` say
+why a file cannot be written somewhere (a read-only folder, a file standing where a folder is
+needed), so every command that writes (runtime.infer, export.onnx, the benchmarks, the export
+cache) reports the real cause at once. They create nothing; the caller creates folders when it writes.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from typing import Iterator
 
 from .errors import OutputExistsError
 
-__all__ = ["atomic_output", "atomic_write", "publish"]
+__all__ = ["atomic_output", "atomic_write", "publish", "folder_problem", "file_problem"]
 
 
 def _refuse_existing(path: Path) -> None:
@@ -60,3 +65,42 @@ def atomic_write(path: str | Path, data: bytes | str, *, overwrite: bool = True)
     """Write ``data`` (text is UTF-8) to ``path`` atomically."""
     with atomic_output(path, overwrite=overwrite) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+# ----------------------------------------------------------------------------- checked before any work
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
+def folder_problem(folder: str | os.PathLike) -> str | None:
+    """Why files cannot be written in ``folder`` (created with its parents when missing), or None."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists():
+        if existing.is_symlink():
+            return f"{existing} is a broken symbolic link"
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        if existing == folder:
+            return f"{folder} is a file, not a folder"
+        return f"cannot create folder {folder}: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        why = "read-only file system" if _read_only(existing) else "permission denied"
+        if existing == folder:
+            return f"folder {folder} is not writable ({why})"
+        return f"cannot create folder {folder}: {existing} is not writable ({why})"
+    return None
+
+
+def file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be written as a file (its folder, or a folder already at that name), or None."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a folder, not a file"
+    return folder_problem(path.parent if str(path.parent) else Path("."))

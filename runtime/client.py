@@ -19,10 +19,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from models.errors import SrdeployError
-from .imageio import ImageReadError, OutputExistsError, quantize, read_image, write_image
-from .infer import (EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, Job, Plan, UsageError, _check_outputs,
-                    _name_outputs, _plan, _summary, add_io_arguments)
+from models.cli import make_parser
+from models.errors import SrdeployError, UsageError
+
+from .imageio import quantize, read_image, write_image
+from .infer import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
+from .jobs import Job, Messages, Plan, add_io_arguments, check_outputs, make_plan, name_outputs, summary
 
 PROG = "python -m runtime.client"
 PROTOCOLS = ("http", "grpc")
@@ -152,13 +154,10 @@ def upscale_remote(pixels: np.ndarray, conn: Connection, model: str, scale: int)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG, description="Upscale images through a Triton server started by python -m runtime.serve.",
-        epilog="examples:\n"
-               f"  {PROG} -i photo.png -o photo_x2.png                     # localhost:8000, its one model\n"
-               f"  {PROG} -i lr/ -o sr/ --concurrency 8 --model nlsn_x2\n"
-               f"  {PROG} -i lr/ -o sr/ --protocol grpc --url 127.0.0.1:8001",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser(PROG, "Upscale images through a Triton server started by python -m runtime.serve.",
+                    ["-i photo.png -o photo_x2.png                     # localhost:8000, its one model",
+                     "-i lr/ -o sr/ --concurrency 8 --model nlsn_x2",
+                     "-i lr/ -o sr/ --protocol grpc --url 127.0.0.1:8001"])
     add_io_arguments(p).title = "input and output (as python -m runtime.infer)"
     s = p.add_argument_group("server")
     s.add_argument("--url", default=None, help="host:port of the server (default: 127.0.0.1:8000 for http, "
@@ -171,12 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _say(msg: str) -> None:
-    tqdm.write(f"{PROG}: {msg}", file=sys.stderr)
-
-
-def _error(msg: str) -> None:
-    _say(f"error: {msg}")
+_messages = Messages(PROG)
+_say, _warn, _error = _messages.say, _messages.warn, _messages.error
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -186,20 +181,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.concurrency < 1:
             raise UsageError(f"--concurrency must be ≥ 1, got {args.concurrency}")
-        plan = _plan(args)
+        plan = make_plan(args)
         conn, model, scale = _connect(args)
-    except UsageError as e:
+    except SrdeployError as e:
         _error(str(e))
         return EXIT_USAGE
     try:
         try:
-            _name_outputs(plan, args, scale)
-            _check_outputs(plan, args)
-        except UsageError as e:
+            name_outputs(plan, args, scale)
+            check_outputs(plan, args, _messages)
+        except SrdeployError as e:
             _error(str(e))
             return EXIT_USAGE
         if not plan.jobs:  # --skip-existing and every output exists
-            _summary(plan, [], [], 0.0, False, say=_say)
+            summary(plan, [], [], 0.0, False, _messages)
             return EXIT_OK
         return _run(plan, conn, model, scale, args)
     finally:
@@ -231,16 +226,16 @@ def _run(plan: Plan, conn: Connection, model: str, scale: int, args) -> int:
             bar.update()
             try:
                 notes = future.result()
-            except (ImageReadError, OutputExistsError) as e:
-                _error(str(e))
             except RequestError as e:
                 _error(f"{job.src}: the server refused it: {e}")
+            except SrdeployError as e:  # unreadable input, an output that appeared meanwhile
+                _error(str(e))
             except OSError as e:
                 _error(f"cannot write {job.dst}: {e.strerror or e}")
             else:
                 written.append(job)
                 for note in notes:
-                    tqdm.write(f"{PROG}: warning: {job.dst}: {note}", file=sys.stderr)
+                    _warn(f"{job.dst}: {note}")
                 continue
             failed.append(job)
     except KeyboardInterrupt:
@@ -250,7 +245,7 @@ def _run(plan: Plan, conn: Connection, model: str, scale: int, args) -> int:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
     seconds = time.perf_counter() - start
-    _summary(plan, written, failed, seconds, interrupted, say=_say)
+    summary(plan, written, failed, seconds, interrupted, _messages)
     _say(f"concurrency {args.concurrency}, {args.protocol} {args.url}, model {model}")
     if interrupted:
         return EXIT_INTERRUPTED

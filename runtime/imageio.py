@@ -7,15 +7,14 @@ with them so that a 16-bit input can be written back at 16 bits.
 Pillow reads 16-bit RGB(A) PNGs as 8-bit and cannot write them, so 16-bit PNGs are
 read and written by a small codec in this module; everything else goes through Pillow.
 
-Writes are atomic: the image is written to a temporary file in the destination folder
-and moved into place with ``os.replace``, so a reader never sees a half-written file
+Writes are atomic (``models.files.atomic_output``): the image is written to a temporary file
+in the destination folder and moved into place, so a reader never sees a half-written file
 and an interrupted run leaves nothing behind.
 """
 from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from models.errors import OutputExistsError, SrdeployError
+from models.files import atomic_output
 
 __all__ = [
     "EXTENSIONS",
@@ -276,30 +276,13 @@ def write_image(path: str | os.PathLike, pixels: np.ndarray, bit_depth: int = 8,
         pixels = pixels[..., None]
     pixels, bit_depth, notes = adapt_to_format(pixels, bit_depth, fmt)
     q = quantize(pixels, bit_depth)
-    if not overwrite and path.exists():
-        raise OutputExistsError(f"{path} exists (pass --overwrite to replace it)")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if bit_depth == 16:
-                f.write(_encode_png16(q))
-            else:
-                mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[q.shape[2]]
-                options = {"quality": quality or DEFAULT_QUALITY} if fmt in _LOSSY_FORMATS else {}
-                Image.fromarray(q[..., 0] if q.shape[2] == 1 else q, mode).save(f, format=fmt, **options)
-        # mkstemp makes the file private (0600); give it the permissions a normal create would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        if not overwrite and path.exists():  # appeared while we were writing
-            raise OutputExistsError(f"{path} exists (pass --overwrite to replace it)")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_output(path, overwrite=overwrite) as tmp, open(tmp, "wb") as f:  # refused if it appears meanwhile
+        if bit_depth == 16:
+            f.write(_encode_png16(q))
+        else:
+            mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[q.shape[2]]
+            options = {"quality": quality or DEFAULT_QUALITY} if fmt in _LOSSY_FORMATS else {}
+            Image.fromarray(q[..., 0] if q.shape[2] == 1 else q, mode).save(f, format=fmt, **options)
     return notes
 
 

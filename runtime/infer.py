@@ -1,8 +1,8 @@
 """``python -m runtime.infer``: upscale an image or a folder of images.
 
 A thin layer over ``runtime.pipeline``: it checks everything it can before any image is
-processed (inputs, output names and folders, existing files, weights, device), then reads,
-upscales and writes one image at a time. Expected problems end with a one-line ``error:``
+processed (inputs, output names and folders, existing files: ``runtime.jobs``; weights, device:
+here), then reads, upscales and writes one image at a time. Expected problems end with a one-line ``error:``
 message on stderr, never a traceback; in folder mode a bad image is reported and the rest are
 still processed. A summary (written, skipped, failed, seconds, images/s) ends every run.
 
@@ -13,25 +13,21 @@ device memory); 130 interrupted (what was written stays, and --skip-existing res
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 import models
-from models.errors import UsageError
+from models.cli import make_parser, whole_number
+from models.errors import SrdeployError, UsageError
 
 from . import memory
-from .backends import BACKENDS, BackendError, open_backend
-from .cli import HelpFormatter, whole_number
-from .imageio import (DEFAULT_QUALITY, FORMATS, INPUT_FORMATS, ImageData, ImageReadError, OutputExistsError,
-                      is_supported, is_writable, read_image, write_image)
-from .paths import file_problem, folder_problem
+from .backends import BACKENDS, open_backend
+from .imageio import ImageData, read_image, write_image
+from .jobs import Job, Messages, Plan, add_io_arguments, check_outputs, make_plan, name_outputs, summary
 from .pipeline import DEFAULT_TILE_PAD, load_upscaler, upscale
 
 PROG = "python -m runtime.infer"
@@ -40,31 +36,8 @@ EXIT_RUNTIME = 1  # the run itself failed (e.g. out of device memory)
 EXIT_USAGE = 2  # bad arguments, inputs, outputs or weights, or no image written (argparse uses 2 as well)
 EXIT_PARTIAL = 3  # some images written, some failed
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, the shell's convention)
-#: how many file names a summary line lists before "and N more"
-NAMES_SHOWN = 5
-
-
-@dataclass
-class Job:
-    src: Path
-    dst: Path
-
-
-@dataclass
-class Plan:
-    """What a run will do, decided before any image is computed."""
-    jobs: list[Job]
-    out: Path
-    to_folder: bool
-    not_images: list[Path] = field(default_factory=list)  # files in the input folder that are not images
-    subfolders: list[Path] = field(default_factory=list)  # not searched without --recursive
-    skipped: list[Job] = field(default_factory=list)  # outputs that exist, with --skip-existing
-    single: bool = False  # -i is one image (read, and so checked, before the backend opens)
-    first: ImageData | None = None  # that image
-
 
 _non_negative = whole_number(0)
-_quality = whole_number(1, 100)
 
 
 def _positive_float(text: str) -> float:
@@ -94,61 +67,26 @@ def _device(text: str) -> str:
     raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
 
 
-def _suffix(text: str) -> str:
-    """A file-name part: it must not lead the output out of -o (no separators, no NUL)."""
-    bad = [c for c in ("/", os.sep, os.altsep, "\0") if c and c in text]
-    if bad:
-        raise argparse.ArgumentTypeError(f"{text!r} holds {bad[0]!r}: a suffix is part of a file name, not a path")
-    return text
-
-
-def add_io_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """-i/-o and the output rules, shared with ``python -m runtime.client``; returns the group."""
-    exts = sorted({e.lstrip(".") for e in FORMATS})
-    io = p.add_argument_group("input and output")
-    io.add_argument("-i", "--input", required=True, metavar="PATH",
-                    help=f"an image ({', '.join(INPUT_FORMATS)}), or a folder of images")
-    io.add_argument("-o", "--output", required=True, metavar="PATH",
-                    help="an image file for a single input, or a folder (created if missing)")
-    io.add_argument("--recursive", action="store_true",
-                    help="also upscale the images in subfolders of -i, mirrored under -o")
-    io.add_argument("--suffix", type=_suffix, default=None,
-                    help="added to each output file name in a folder (default: _x<scale>; '' for none)")
-    io.add_argument("--ext", choices=exts, default=None,
-                    help="output format in a folder (default: that of each input; png for TIFF inputs)")
-    io.add_argument("--quality", type=_quality, default=None, metavar="1-100",
-                    help=f"JPEG and WebP quality (default: {DEFAULT_QUALITY})")
-    exist = io.add_mutually_exclusive_group()
-    exist.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    exist.add_argument("--skip-existing", action="store_true",
-                       help="leave existing output files alone and upscale only the others (to resume a run)")
-    return io
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Upscale images with NLSN, CSNLN or EDSR (reads PNG, JPEG, BMP, WebP, TIFF; writes PNG, "
-                    "JPEG, BMP, WebP; gray, alpha and 16-bit kept).",
-        epilog="examples:\n"
-               f"  {PROG} -i photo.png -o photo_sr.png                  # bundled compact model\n"
-               f"  {PROG} -i photo.png -o photo_x3.png --model csnln --scale 3\n"
-               f"  {PROG} -i photo.png -o photo_x4.png --weights NLSN_x4.pt\n"
-               f"  {PROG} -i lr/ -o sr/ --recursive --skip-existing     # resume an interrupted run\n"
-               f"  {PROG} -i lr/ -o sr/ --ext jpg --quality 90 --outscale 3.5\n"
-               f"  {PROG} -i lr/ -o sr/ --weights CSNLN_x2.pt --device cuda --half --tile 256\n"
-               f"  {PROG} -i lr/ -o sr/ --backend ort                   # onnxruntime, export cached\n"
-               f"  {PROG} -i lr/ -o sr/ --weights EDSR_x2.pt --self-ensemble --official-chop\n"
-               "\nexit status:\n"
-               "  0    every image written (or skipped with --skip-existing)\n"
-               "  3    some images written, some failed (named in the summary)\n"
-               "  2    bad arguments, inputs, outputs or weights (nothing computed), or no image written\n"
-               "  1    the run itself failed (e.g. out of device memory)\n"
-               "  130  interrupted (finished images stay; --skip-existing resumes)\n"
-               "\nAn on-the-fly export (--backend ort without --onnx) is cached under $SRDEPLOY_CACHE_DIR, "
-               "else\n$XDG_CACHE_HOME/srdeploy, else ~/.cache/srdeploy, keyed by the weights' sha256.",
-        formatter_class=HelpFormatter,
-    )
+    p = make_parser(
+        PROG, "Upscale images with NLSN, CSNLN or EDSR (reads PNG, JPEG, BMP, WebP, TIFF; writes PNG, "
+              "JPEG, BMP, WebP; gray, alpha and 16-bit kept).",
+        ["-i photo.png -o photo_sr.png                  # bundled compact model",
+         "-i photo.png -o photo_x3.png --model csnln --scale 3",
+         "-i photo.png -o photo_x4.png --weights NLSN_x4.pt",
+         "-i lr/ -o sr/ --recursive --skip-existing     # resume an interrupted run",
+         "-i lr/ -o sr/ --ext jpg --quality 90 --outscale 3.5",
+         "-i lr/ -o sr/ --weights CSNLN_x2.pt --device cuda --half --tile 256",
+         "-i lr/ -o sr/ --backend ort                   # onnxruntime, export cached",
+         "-i lr/ -o sr/ --weights EDSR_x2.pt --self-ensemble --official-chop"],
+        "\nexit status:\n"
+        "  0    every image written (or skipped with --skip-existing)\n"
+        "  3    some images written, some failed (named in the summary)\n"
+        "  2    bad arguments, inputs, outputs or weights (nothing computed), or no image written\n"
+        "  1    the run itself failed (e.g. out of device memory)\n"
+        "  130  interrupted (finished images stay; --skip-existing resumes)\n"
+        "\nAn on-the-fly export (--backend ort without --onnx) is cached under $SRDEPLOY_CACHE_DIR, "
+        "else\n$XDG_CACHE_HOME/srdeploy, else ~/.cache/srdeploy, keyed by the weights' sha256.")
     io = add_io_arguments(p)
     io.add_argument("--outscale", type=_positive_float, default=None, metavar="X",
                     help="final upscaling factor: the network's output is resized with MATLAB bicubic "
@@ -197,107 +135,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ----------------------------------------------------------------------------- planning (no compute)
 
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
-
-
-def _scan(inp: Path, out: Path, recursive: bool) -> tuple[list[Path], list[Path], list[Path]]:
-    """(images, other files, subfolders not searched) of an input folder, sorted; hidden entries and,
-    when -o lies inside -i, the output folder (earlier results) are left out."""
-    out_resolved = out.resolve()
-    entries = sorted(inp.rglob("*") if recursive else inp.iterdir())
-    images, others, subfolders = [], [], []
-    for path in entries:
-        if _hidden(path, inp):
-            continue
-        resolved = path.resolve()
-        if resolved == out_resolved or out_resolved in resolved.parents:
-            continue
-        if path.is_dir():
-            if not recursive:
-                subfolders.append(path)
-        elif path.is_file():
-            (images if is_supported(path) else others).append(path)
-    return images, others, subfolders
-
-
-def _plan(args) -> Plan:
-    """Inputs, outputs and what is odd about them; checks everything that needs no model."""
-    inp, out = Path(args.input), Path(args.output)
-    if not inp.exists():
-        raise UsageError(f"input {inp} not found")
-    ext = f".{args.ext}" if args.ext else None
-    if inp.is_dir():
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"-i {inp} is a folder, so -o must be a folder, but {out} is a file")
-        if not out.exists() and is_supported(out):
-            raise UsageError(f"-i {inp} is a folder, so -o must be a folder, but {out} names an image file")
-        sources, others, subfolders = _scan(inp, out, args.recursive)
-        if not sources:
-            more = f" ({len(subfolders)} subfolders not searched: pass --recursive)" if subfolders else ""
-            raise UsageError(f"no images ({', '.join(INPUT_FORMATS)}) in folder {inp}{more}")
-        plan = Plan([Job(s, out / s.relative_to(inp)) for s in sources], out, True, others, subfolders)
-        return plan
-    if args.recursive:
-        raise UsageError(f"--recursive needs a folder as -i, but {inp} is a file")
-    if not is_supported(inp):
-        raise UsageError(f"input {inp}: unsupported image type {inp.suffix or '(none)'!r}; "
-                         f"supported: {', '.join(INPUT_FORMATS)}")
-    to_folder = out.is_dir() or (not out.exists() and (out.suffix == "" or args.output.endswith(("/", os.sep))))
-    if not to_folder:
-        if not is_writable(out):
-            raise UsageError(f"output {out}: unsupported image type {out.suffix!r}; supported: {', '.join(FORMATS)}")
-        if ext and out.suffix.lower() != ext:
-            raise UsageError(f"--ext {args.ext} contradicts the output file name {out}")
-        return Plan([Job(inp, out)], out, False, single=True)
-    return Plan([Job(inp, out / inp.name)], out, True, single=True)
-
-
-def _name_outputs(plan: Plan, args, scale: int | None) -> None:
-    """Final output names in a folder: <stem><suffix>.<ext> next to where the input sat."""
-    if not plan.to_folder:
-        return
-    suffix = args.suffix
-    if suffix is None:
-        if scale is None:
-            raise UsageError("cannot tell the network's scale for the default suffix: pass --scale or --suffix")
-        suffix = f"_x{scale}"
-    out = Path(os.path.abspath(plan.out))
-    for job in plan.jobs:
-        ext = f".{args.ext}" if args.ext else (job.dst.suffix if is_writable(job.dst) else ".png")
-        job.dst = job.dst.with_name(f"{job.src.stem}{suffix}{ext}")
-        if out not in Path(os.path.abspath(job.dst)).parents:  # belt and braces: names hold no separators
-            raise UsageError(f"{job.dst} would be written outside -o {plan.out}")
-    seen: dict[Path, Path] = {}
-    for job in plan.jobs:
-        if job.dst in seen:
-            raise UsageError(f"{seen[job.dst]} and {job.src} would both be written to {job.dst}; "
-                             f"use --ext only with inputs of distinct names")
-        seen[job.dst] = job.src
-
-
-def _check_outputs(plan: Plan, args) -> None:
-    """Every output folder can be created and written, no output is a folder, and existing
-    outputs are refused (or, with --skip-existing, set aside) before any compute."""
-    for folder in sorted({job.dst.parent for job in plan.jobs}):
-        problem = folder_problem(folder)
-        if problem:
-            raise UsageError(f"cannot write the output: {problem}")
-    for job in plan.jobs:
-        if job.dst.is_dir():
-            raise UsageError(f"cannot write {job.dst}: {file_problem(job.dst)}")
-    existing = [j for j in plan.jobs if j.dst.exists()]
-    if args.skip_existing:
-        plan.skipped = existing
-        plan.jobs = [j for j in plan.jobs if not j.dst.exists()]
-    elif existing and not args.overwrite:
-        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise UsageError(f"output {existing[0].dst} exists{more}; pass --overwrite to replace it or "
-                         f"--skip-existing to keep it")
-    if args.quality and not any(FORMATS[j.dst.suffix.lower()] in ("JPEG", "WEBP") for j in plan.jobs):
-        _warn("--quality applies to JPEG and WebP outputs only; ignored")
-
-
 def _scale_hint(args) -> int | None:
     """The network's scale without building it (from --scale, the bundled manifest, the ONNX metadata
     or the checkpoint's shapes), so that output names are checked before a backend opens; None when
@@ -343,21 +180,8 @@ def _resolve_device(args) -> str:
 
 # ----------------------------------------------------------------------------- messages
 
-def _say(msg: str) -> None:
-    tqdm.write(f"{PROG}: {msg}", file=sys.stderr)
-
-
-def _warn(msg: str) -> None:
-    _say(f"warning: {msg}")
-
-
-def _error(msg: str) -> None:
-    _say(f"error: {msg}")
-
-
-def _names(paths, n: int = NAMES_SHOWN) -> str:
-    paths = [str(p) for p in paths]
-    return ", ".join(paths[:n]) + (f" and {len(paths) - n} more" if len(paths) > n else "")
+_messages = Messages(PROG)
+_say, _warn, _error = _messages.say, _messages.warn, _messages.error
 
 
 def _say_bundled(model: str | None, scale: int | None) -> None:
@@ -411,26 +235,26 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _check_flags(args)
-        plan = _plan(args)
+        plan = make_plan(args)
         needs_scale = plan.to_folder and args.suffix is None  # the default suffix is _x<scale>
         scale = _scale_hint(args) if needs_scale else None
         names_known = not needs_scale or scale is not None
         if names_known:
-            _name_outputs(plan, args, scale)
-            _check_outputs(plan, args)
+            name_outputs(plan, args, scale)
+            check_outputs(plan, args, _messages)
         if plan.single and plan.jobs:
             plan.first = read_image(plan.jobs[0].src)  # a corrupt input stops here, before the model
             if isinstance(args.tile, int) and args.tile > 0 and not args.official_chop:
                 memory.check_tile(*plan.first.pixels.shape[:2], args.tile, args.tile_pad)  # an absurd tile too
         device = _resolve_device(args)
         if not plan.jobs:  # --skip-existing and every output exists
-            _summary(plan, [], [], 0.0, False)
+            summary(plan, [], [], 0.0, False, _messages)
             return EXIT_OK
         backend = _open_backend(args, device)
         if not names_known:  # only the opened backend could tell the scale
-            _name_outputs(plan, args, backend.scale)
-            _check_outputs(plan, args)
-    except (UsageError, BackendError, ImageReadError, memory.TilingError) as e:
+            name_outputs(plan, args, backend.scale)
+            check_outputs(plan, args, _messages)
+    except SrdeployError as e:  # bad arguments, inputs, outputs, weights or tile
         _error(str(e))
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -485,27 +309,6 @@ class _Progress:
         self.images.close()
 
 
-def _summary(plan: Plan, written: list[Job], failed: list[Job], seconds: float, interrupted: bool,
-             say=_say) -> None:
-    """The end-of-run lines (``say`` prints one; runtime.client passes its own)."""
-    if plan.single and written and not failed:
-        say(f"wrote {plan.jobs[0].dst} in {seconds:.1f} s")
-        return
-    rate = f", {len(written) / seconds:.2f} images/s" if written and seconds > 0 else ""
-    parts = [f"{len(written)} written", f"{len(plan.skipped)} skipped (exist)", f"{len(failed)} failed"]
-    if interrupted:
-        parts.append(f"{len(plan.jobs) - len(written) - len(failed)} not done (interrupted)")
-    say(f"{'interrupted: ' if interrupted else 'done: '}{', '.join(parts)}; {seconds:.1f} s{rate}")
-    if failed:
-        say(f"  failed: {_names(j.src for j in failed)}")
-    if plan.skipped:
-        say(f"  skipped, output exists: {_names(j.src for j in plan.skipped)}")
-    if plan.not_images:
-        say(f"  not images, ignored: {_names(plan.not_images)}")
-    if plan.subfolders:
-        say(f"  subfolders not searched (pass --recursive): {_names(plan.subfolders)}")
-
-
 def _run(plan: Plan, backend, args) -> int:
     written: list[Job] = []
     failed: list[Job] = []
@@ -526,7 +329,7 @@ def _run(plan: Plan, backend, args) -> int:
                 sr = _upscale(data, backend, args, progress.tiles, say_once)
                 job.dst.parent.mkdir(parents=True, exist_ok=True)
                 notes = write_image(job.dst, sr, data.bit_depth, overwrite=args.overwrite, quality=args.quality)
-            except (ImageReadError, OutputExistsError, memory.TilingError) as e:
+            except SrdeployError as e:  # this image cannot be done (unreadable, output appeared, tile)
                 _error(str(e))
                 failed.append(job)
                 progress.finish(job, "failed")
@@ -548,7 +351,7 @@ def _run(plan: Plan, backend, args) -> int:
         status = EXIT_INTERRUPTED
     finally:
         progress.close()
-    _summary(plan, written, failed, time.perf_counter() - start, status == EXIT_INTERRUPTED)
+    summary(plan, written, failed, time.perf_counter() - start, status == EXIT_INTERRUPTED, _messages)
     if status is not None:
         return status
     if failed:

@@ -27,6 +27,7 @@ import urllib.request
 from pathlib import Path
 from typing import Sequence
 
+from models.cli import make_parser
 from models.errors import SrdeployError
 
 PROG = "python -m runtime.serve"
@@ -231,15 +232,12 @@ def _port(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from export.triton import add_repository_arguments
 
-    p = argparse.ArgumentParser(
-        prog=PROG, description="Serve NLSN/CSNLN/EDSR with a real Triton Inference Server (HTTP, gRPC, metrics).",
-        epilog="examples:\n"
-               f"  {PROG}                                      # bundled NLSN x2, ports 8000/8001/8002\n"
-               f"  {PROG} --model csnln --scale 2 --tile 96\n"
-               f"  {PROG} --repository triton_repo             # written by python -m export.triton\n"
-               f"  {PROG} --repository triton_repo --tritonserver /opt/tritonserver/bin/tritonserver\n"
-               "then: python -m runtime.client -i photo.png -o photo_x2.png --model nlsn_x2",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser(PROG, "Serve NLSN/CSNLN/EDSR with a real Triton Inference Server (HTTP, gRPC, metrics).",
+                    ["                                     # bundled NLSN x2, ports 8000/8001/8002",
+                     "--model csnln --scale 2 --tile 96",
+                     "--repository triton_repo             # written by python -m export.triton",
+                     "--repository triton_repo --tritonserver /opt/tritonserver/bin/tritonserver"],
+                    "then: python -m runtime.client -i photo.png -o photo_x2.png --model nlsn_x2")
     s = p.add_argument_group("server")
     s.add_argument("--repository", metavar="DIR",
                    help="model repository from python -m export.triton (default: one written for "
@@ -311,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if server is not None and server.process is not None:
             print(f"{PROG}: stopping the server ...", file=sys.stderr)
         return 0
-    except (TritonExportError, ServeError) as e:
+    except SrdeployError as e:  # a repository that cannot be written, a server that cannot start
         return _error(str(e))
     finally:
         try:

@@ -21,7 +21,8 @@ from PIL import Image
 
 import models
 from benchmarks import common, latency, parity, quality
-from runtime import imageio, infer, paths
+from models import files
+from runtime import imageio, infer
 from runtime.backends import TorchBackend
 from runtime.pipeline import upscale
 
@@ -116,11 +117,11 @@ def test_read_only_output_folder_names_the_cause(lr, ckpt, tmp_path, capsys, cou
     out = tmp_path / "ro"
     out.mkdir()
     real_access = os.access
-    monkeypatch.setattr(paths.os, "access", lambda p, mode: False if Path(p) == out else real_access(p, mode))
-    monkeypatch.setattr(paths, "_read_only", lambda p: True)
+    monkeypatch.setattr(files.os, "access", lambda p, mode: False if Path(p) == out else real_access(p, mode))
+    monkeypatch.setattr(files, "_read_only", lambda p: True)
     assert run("-i", lr, "-o", out, "--weights", ckpt) == 2
     one_line(capsys, f"folder {out} is not writable (read-only file system)")
-    monkeypatch.setattr(paths, "_read_only", lambda p: False)
+    monkeypatch.setattr(files, "_read_only", lambda p: False)
     assert run("-i", lr, "-o", out / "new", "--weights", ckpt) == 2
     one_line(capsys, f"cannot create folder {out / 'new'}", "not writable (permission denied)")
     assert counters == {"build": 0, "upscale": 0} and os.listdir(out) == []

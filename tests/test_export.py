@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import models
-from export import cleanup, ops_plugin
+from export import cleanup, metadata, ops_plugin
 from export import onnx as export_onnx
 from export.onnx import ExportError, export_model, main
 from export.ort import custom_ops_available
@@ -232,7 +232,7 @@ def test_cli_writes_and_summarises(capsys, tmp_path):
     assert "output output: float32 [batch, 3, 2*height, 2*width]" in text
     assert "custom: none" in text and "onnxruntime" in text
     assert not list(tmp_path.glob(".*.tmp"))  # the temporary file is gone
-    meta = export_onnx.read_metadata(onnx.load(str(out)))
+    meta = metadata.read_file(out)
     assert meta["model"] == "edsr" and meta["scale"] == 2 and meta["rgb_range"] == 255 and meta["fixed_size"] is None
 
 

@@ -52,7 +52,7 @@ def cached_export(weights: Path, *, model: str | None = None, scale: int | None 
     export options and export code were exported before, else exported now (atomically) and kept
     for the next run. ``say`` hears what happened and how long it took (default: stderr)."""
     say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    from runtime.paths import folder_problem
+    from models.files import folder_problem
     folder = cache_dir() / "onnx"
     problem = folder_problem(folder)  # checked before the weights are read or anything exported
     if problem:

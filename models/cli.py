@@ -1,9 +1,14 @@
-"""What every srdeploy command line shares: help that shows choices, defaults and examples."""
+"""What every srdeploy command line shares: help that shows choices, defaults and examples.
+
+It sits with the other shared utilities at the bottom of the layers (models.errors, models.files),
+so that the command lines of every layer (export, runtime, benchmarks) use it without importing upward.
+"""
 from __future__ import annotations
 
 import argparse
+from typing import Sequence
 
-__all__ = ["HelpFormatter", "whole_number"]
+__all__ = ["HelpFormatter", "make_parser", "whole_number"]
 
 
 def whole_number(low: int, high: int | None = None):
@@ -33,3 +38,13 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
             return text
         shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else "%(default)s"
         return f"{text} (default: {shown})" if text else f"(default: {shown})"
+
+
+def make_parser(prog: str, description: str, examples: Sequence[str], after: str = "") -> argparse.ArgumentParser:
+    """A parser in srdeploy's help layout: the description, then ``examples:``, one command a line
+    (shown as ``prog LINE``; a line after one ending in a backslash continues it and is shown as it
+    is), then ``after`` (e.g. what to run next, or the exit codes)."""
+    lines = [line if previous.endswith("\\") else f"  {prog} {line}"
+             for previous, line in zip(["", *examples], examples)]
+    epilog = "\n".join(["examples:", *lines]) + (f"\n{after}" if after else "")
+    return argparse.ArgumentParser(prog=prog, description=description, epilog=epilog, formatter_class=HelpFormatter)
