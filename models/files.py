@@ -17,6 +17,7 @@ cache) reports the real cause at once. They create nothing; the caller creates f
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Iterator
 
 from .errors import OutputExistsError
 
-__all__ = ["atomic_output", "atomic_write", "publish", "folder_problem", "file_problem"]
+__all__ = ["atomic_output", "atomic_write", "publish", "sha256_file", "folder_problem", "file_problem"]
 
 
 def _refuse_existing(path: Path) -> None:
@@ -104,3 +105,12 @@ def file_problem(path: str | os.PathLike) -> str | None:
     if path.is_dir():
         return f"{path} is a folder, not a file"
     return folder_problem(path.parent if str(path.parent) else Path("."))
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The sha256 of a file, read in chunks (engines and checkpoints can be large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import math
 import platform
@@ -43,7 +42,7 @@ from tqdm import tqdm
 
 import models
 from models.errors import SrdeployError
-from models.files import atomic_output, atomic_write
+from models.files import atomic_output, atomic_write, sha256_file
 from models.train_data import PatchData, TrainError, default_data_dir, validation_crops
 from runtime.metrics import psnr
 
@@ -147,14 +146,6 @@ def _save(obj: Any, path: Path) -> None:
     # name); through a file object it is always "archive", so the same tensors give the same bytes
     with atomic_output(path) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -309,7 +300,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                       seconds=round(elapsed, 1), device=str(device), threads=config.threads,
                       hardware=_hardware(device), torch=torch.__version__),
         val_psnr_rgb=round(val_psnr, 3) if val_psnr is not None else None,
-        sha256=sha256(out / WEIGHTS), bytes=(out / WEIGHTS).stat().st_size,
+        sha256=sha256_file(out / WEIGHTS), bytes=(out / WEIGHTS).stat().st_size,
     )
     atomic_write(out / SUMMARY, json.dumps(summary, indent=2) + "\n")
     say(f"done: {out / WEIGHTS} val_psnr={summary['val_psnr_rgb']} in {elapsed / 60:.1f} min")

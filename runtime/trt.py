@@ -23,7 +23,6 @@ module imports only the standard library (TensorRT loads when used): everything 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib
 import json
 import os
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import SrdeployError
-from models.files import atomic_write
+from models.files import atomic_write, sha256_file
 from plugins.build import TRT_LIB_NAME
 
 __all__ = [
@@ -123,17 +122,6 @@ class EngineMismatch(SrdeployError, RuntimeError):
 
 class TensorRTError(SrdeployError, RuntimeError):
     """TensorRT refused a plugin library or an engine (its log has the details)."""
-
-
-# ----------------------------------------------------------------------------------- files
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
 
 
 # ------------------------------------------------------------------------- plugin library

@@ -12,6 +12,7 @@ from PIL import Image
 import models
 from models import train
 from models.errors import SrdeployError
+from models.files import sha256_file
 
 TINY_NLSN = ["n_resblocks=1", "n_feats=8", "chunk_size=16", "n_hashes=2", "res_scale=1.0"]
 TINY_CSNLN = ["n_feats=8", "depth=1"]
@@ -49,7 +50,7 @@ def test_trains_and_writes_official_layout(data, tmp_path):
     assert train.main(args(data, out)) == 0
     summary = json.loads((out / train.SUMMARY).read_text())
     assert summary["training"]["steps"] == 4 and summary["training"]["seed"] == 0
-    assert summary["config"]["chunk_size"] == 16 and summary["sha256"] == train.sha256(out / train.WEIGHTS)
+    assert summary["config"]["chunk_size"] == 16 and summary["sha256"] == sha256_file(out / train.WEIGHTS)
     net = models.load(out / train.WEIGHTS, chunk_size=16, n_hashes=2)  # official key layout, strict load
     assert net.name == "nlsn" and net.scale == 2 and net.config["n_feats"] == 8
     log = (out / train.LOG).read_text()

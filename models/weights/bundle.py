@@ -20,14 +20,8 @@ from pathlib import Path
 
 import torch
 
-from ..files import atomic_output, atomic_write
+from ..files import atomic_output, atomic_write, sha256_file
 from . import FOLDER, MANIFEST
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _quality(files: list[Path]) -> dict[tuple[str, int, str], dict]:
@@ -89,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             q = old.get("models", {}).get(name, {}).get("quality", {})
         entries[name] = dict(
             file=dst.name, model=model, scale=scale, config=last["config"], load_overrides={},
-            sha256=_sha256(dst), bytes=dst.stat().st_size,
+            sha256=sha256_file(dst), bytes=dst.stat().st_size,
             training=dict(data=stages[0]["data"], init_from=f"{Path(parent).name}/weights.pt" if parent else None,
                           steps=sum(s["steps"] for s in stages),
                           seconds=round(sum(s["seconds"] for s in stages), 1), seed=stages[0]["seed"],
