@@ -321,6 +321,20 @@ def work_dir(folder: Path | None, prefix: str):
         yield Path(tmp)
 
 
+def prepare_sweep(config: Sweep, outputs: Sequence[Path], overwrite: bool, prog: str) -> int | None:
+    """Everything a sweep checks before any work: its config (one line, and 2 to return from ``main``) and
+    its result files (:func:`check_outputs`); then quiets the exporter's own chatter. None when all is well."""
+    try:
+        config.check()
+    except SrdeployError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from export.onnx import quiet_torch_exporter
+    quiet_torch_exporter()
+    check_outputs(outputs, overwrite, config.work_dir, prog)
+    return None
+
+
 def run_sweep(run, config: Sweep, prog: str, name: str):
     """``run(config, work)`` with ``work`` = ``config.work_dir``, else a temporary folder removed at the end;
     an SrdeployError (bad weights, an export refused) is the one-line :class:`UsageExit`, nothing written."""

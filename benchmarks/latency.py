@@ -36,7 +36,7 @@ import torch
 
 from benchmarks import common
 from export.ort import custom_ops_available
-from models.errors import SrdeployError, UsageError
+from models.errors import UsageError
 from models.files import atomic_write
 from runtime.backends import TorchBackend
 
@@ -297,15 +297,9 @@ def _check_matplotlib() -> None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     config = LatencyConfig.from_args(args, profile_dir=args.out_dir if args.profile else None)
-    try:
-        config.check()
-    except SrdeployError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    from export.onnx import quiet_torch_exporter
-    quiet_torch_exporter()
     outs = [args.out_dir / f"latency.{ext}" for ext in ("json", "md", "png")][:3 if args.plot else 2]
-    common.check_outputs(outs, args.overwrite, args.work_dir, "python -m benchmarks.latency")
+    if (code := common.prepare_sweep(config, outs, args.overwrite, "python -m benchmarks.latency")) is not None:
+        return code
     if args.plot:
         _check_matplotlib()
     args.out_dir.mkdir(parents=True, exist_ok=True)

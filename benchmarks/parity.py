@@ -27,7 +27,7 @@ import torch
 
 from benchmarks import common
 from export.ort import custom_ops_available
-from models.errors import SrdeployError, UsageError
+from models.errors import UsageError
 from models.files import atomic_write
 from runtime.backends import Backend, TorchBackend, onnx_metadata
 from runtime.metrics import psnr
@@ -210,15 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     config = ParityConfig.from_args(args)
-    try:
-        config.check()
-    except SrdeployError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    from export.onnx import quiet_torch_exporter
-    quiet_torch_exporter()
     out_json, out_md = args.out_dir / "parity.json", args.out_dir / "parity.md"
-    common.check_outputs([out_json, out_md], args.overwrite, args.work_dir, "python -m benchmarks.parity")
+    if (code := common.prepare_sweep(config, [out_json, out_md], args.overwrite, "python -m benchmarks.parity")) is not None:
+        return code
     start = time.perf_counter()
     rows, extra = common.run_sweep(run, config, "python -m benchmarks.parity", "parity")
     bad = [r for r in rows if failed(r)]
