@@ -37,6 +37,7 @@ from benchmarks.kernel_ops import DTYPES, FOLD_CH, FOLD_U, VARIANTS, bench_fold,
 # also benchmarks.kernels.* for the tests (test_kernels_gpu.py, test_gpu_check_script.py)
 from benchmarks.kernel_ops import VARIANT_ENV, official_nlsa, reference_nlsa  # noqa: F401
 from benchmarks.kernel_timing import Recorder
+from models.files import atomic_write
 from plugins import kernels as binding
 
 
@@ -160,7 +161,7 @@ def main(argv=None) -> int:
                   "parity": rec.parity, "speed": rec.speed, "memory": rec.memory,
                   "targets": targets(rec, variants, args.nlsn_size), "rows": rec.rows}
         common.write_json(out_json, record)
-        common.write_atomic(out_md, markdown(record))
+        atomic_write(out_md, markdown(record))
         return record
 
     cuda = args.device == "cuda"
