@@ -23,6 +23,7 @@
 
 #include "srdPluginCommon.h"
 
+#include <locale>
 #include <sstream>
 #include <type_traits>
 
@@ -48,6 +49,7 @@ public:
     void readAttributes(FieldReader const& fields)
     {
         std::ostringstream text;
+        text.imbue(std::locale::classic()); // no digit grouping from a host program's global locale
         char const* separator = "";
         for (Attribute<Derived> const& attribute : Derived::attributes())
         {
@@ -230,14 +232,24 @@ public:
         });
     }
 
-    int32_t enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* /* outputDesc */,
+    int32_t enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* outputDesc,
         void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override
     {
         return guarded(Derived::kNAME, [&] {
             auto const dims = dimsOf(inputDesc);
-            if (!anyEmpty(dims.data(), inputCount())) // an empty input: nothing to compute
+            if (!anyEmpty(dims.data(), inputCount()))
             {
                 self().doEnqueue(EnqueueArgs{inputDesc, inputs, outputs, workspace, mWorkspaceBytes, stream});
+                return;
+            }
+            // An empty input computes nothing; refuse where an output is not empty too (CrossScaleFold
+            // with K = 0, BucketAttention with c = 0) rather than leave that output unwritten.
+            for (int32_t i = 0; i < outputCount(); ++i)
+            {
+                if (!anyEmpty(&outputDesc[i].dims, 1))
+                {
+                    throw PluginError("an empty input with a non-empty output is not supported");
+                }
             }
         });
     }

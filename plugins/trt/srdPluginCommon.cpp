@@ -363,7 +363,15 @@ float FieldReader::getFloat(char const* name) const
     switch (f->type)
     {
     case PluginFieldType::kFLOAT32: return *static_cast<float const*>(f->data);
-    case PluginFieldType::kFLOAT64: return static_cast<float>(*static_cast<double const*>(f->data));
+    case PluginFieldType::kFLOAT64:
+    {
+        double const value = *static_cast<double const*>(f->data);
+        if (std::isfinite(value) && std::fabs(value) > static_cast<double>(std::numeric_limits<float>::max()))
+        {
+            throw PluginError(std::string("attribute ") + name + " does not fit float32");
+        }
+        return static_cast<float>(value); // NaN and inf stay what they are: the bounds check names them
+    }
     default: break;
     }
     throw PluginError(std::string("attribute ") + name + " must be a float (kFLOAT32)");

@@ -13,6 +13,10 @@
 #include <cstdio>
 #include <exception>
 
+#ifndef SRD_KERNELS_LIB_FILE // CMake passes the name from plugins/build.py
+#define SRD_KERNELS_LIB_FILE "libsrdeploy_kernels.so"
+#endif
+
 using namespace srdeploy::harness;
 
 namespace
