@@ -160,7 +160,7 @@ def _dynamic_shapes(model: SRModel):
 
 def metadata(model: SRModel, mode: str, precision: str, size: tuple[int, int] | None,
              weights: str | None, opset: int) -> dict[str, Any]:
-    """What the runtime needs to feed the file (runtime/ort.py reads it back)."""
+    """What the runtime needs to feed the file (export/metadata.py reads it back)."""
     return {
         "format": FORMAT_VERSION, "model": model.name, "scale": model.scale, "rgb_range": model.rgb_range,
         "size_multiple": model.size_multiple, "min_pixels": model.min_pixels(),

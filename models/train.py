@@ -241,7 +241,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             sr = net(val_lr.to(device) * rgb).cpu() / rgb
         net.train()
         # RGB PSNR (peak 1) of the 8-bit-quantised output: a training monitor, not the benchmark metric
-        return psnr((sr.clamp(0, 1) * 255).round() / 255, val_hr, peak=1.0)
+        return min(psnr((sr.clamp(0, 1) * 255).round() / 255, val_hr, peak=1.0), 120.0)  # JSON has no inf
 
     bar = tqdm(total=config.steps, initial=step, unit="step", disable=config.quiet or None, dynamic_ncols=True)
     running = resumed_loss

@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         result = build(plan)
-    except BuildFailed as e:
+    except (BuildFailed, rtrt.TensorRTError) as e:  # TensorRT refused the graph or the plugin library
         _error(f"the build failed: {e}")
         return EXIT_BUILD
     except SrdeployError as e:

@@ -159,7 +159,7 @@ def read_onnx(path: str | Path) -> OnnxInfo:
     import onnx  # noqa: PLC0415
 
     from export import metadata  # noqa: PLC0415
-    from models.ops.contract import STANDARD_DOMAINS  # noqa: PLC0415
+    from models.ops.contract import ONNX_DOMAINS  # noqa: PLC0415
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"--onnx {path}: no such file; export one with python -m export.onnx")
@@ -176,7 +176,7 @@ def read_onnx(path: str | Path) -> OnnxInfo:
         dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
         inputs[vi.name] = dims
         types[vi.name] = t.elem_type
-    custom = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in STANDARD_DOMAINS})
+    custom = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in ONNX_DOMAINS})
     return OnnxInfo(path, rtrt.sha256_file(path), inputs, types, custom, metadata.read(model) or {})
 
 

@@ -26,7 +26,7 @@ from models.errors import SrdeployError, UsageError
 
 from . import memory
 from .backends import BACKENDS, open_backend
-from .imageio import ImageData, read_image, write_image
+from .imageio import ImageData, ImageReadError, OutputExistsError, read_image, write_image
 from .jobs import Job, Messages, Plan, add_io_arguments, check_outputs, make_plan, name_outputs, summary
 from .pipeline import DEFAULT_TILE_PAD, load_upscaler, upscale
 
@@ -329,7 +329,8 @@ def _run(plan: Plan, backend, args) -> int:
                 sr = _upscale(data, backend, args, progress.tiles, say_once)
                 job.dst.parent.mkdir(parents=True, exist_ok=True)
                 notes = write_image(job.dst, sr, data.bit_depth, overwrite=args.overwrite, quality=args.quality)
-            except SrdeployError as e:  # this image cannot be done (unreadable, output appeared, tile)
+            except (ImageReadError, OutputExistsError, memory.TilingError) as e:  # this image cannot be done
+                # (a CUDA or TensorRT failure is not this image's fault: it ends the run, exit 1)
                 _error(str(e))
                 failed.append(job)
                 progress.finish(job, "failed")

@@ -17,8 +17,9 @@ needed) that compile just in time on a GPU whose compute capability the sidecar 
 picks the Python package that runs the engine.
 
 ``runtime.build`` writes engines with these tools; ``runtime.backends.TrtBackend`` runs them. This
-module imports only the standard library (TensorRT loads when used): everything here except
-:func:`machine_info` and :func:`load_plugin_library` works without TensorRT (tests).
+module imports the standard library and srdeploy's light base only (no torch; TensorRT loads when
+used): everything here except :func:`machine_info` and :func:`load_plugin_library` works without
+TensorRT (tests).
 """
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ __all__ = [
     "import_tensorrt", "unavailable_reason", "make_logger", "rebuild_hint",
 ]
 
-#: ONNX domain of the custom nodes = TensorRT plugin namespace; plugin version (DESIGN.md section 3)
+#: ONNX domain of the custom nodes = TensorRT plugin namespace; plugin version (DESIGN.md section 3),
+#: restated from models.ops.contract (which loads torch); tests/test_trt.py checks that they agree
 PLUGIN_NAMESPACE = "srdeploy"
 PLUGIN_VERSION = "1"
 PLUGIN_LIB_NAME = TRT_LIB_NAME  # defined once, where the library is built

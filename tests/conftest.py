@@ -74,7 +74,7 @@ def built_library(tmp_path_factory):
 
 @pytest.fixture(autouse=True, scope="session")
 def _export_cache(tmp_path_factory):
-    """On-the-fly exports (runtime.ort.cached_export) go to a per-session folder, not ~/.cache."""
+    """On-the-fly exports (runtime.backends.export_cache.cached_export) go to a per-session folder, not ~/.cache."""
     os.environ["SRDEPLOY_CACHE_DIR"] = str(tmp_path_factory.mktemp("srdeploy-cache"))
     yield
     os.environ.pop("SRDEPLOY_CACHE_DIR", None)

@@ -1,5 +1,5 @@
 """A float64 numpy emulation of the CrossScaleFold kernel (plugins/crossScaleFold/crossScaleFoldKernel.cu)
-against the op reference (models/ops.py), on CPU.
+against the op reference (models/ops/reference.py), on CPU.
 
 It follows the kernel's index arithmetic literally, so that a wrong rule fails here before any GPU
 runs it: the GEMM's block grid, the per-thread slab loads with their bounds, the per-thread (fp32)

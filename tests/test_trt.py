@@ -141,7 +141,8 @@ def test_plugin_library_discovery(tmp_path, monkeypatch, plugin_lib):
 
 
 def test_contract_constants():
-    assert (rtrt.PLUGIN_NAMESPACE, rtrt.PLUGIN_VERSION) == ("srdeploy", "1")
+    from models.ops.contract import DOMAIN, VERSION  # runtime.trt stays light (no torch), so it restates them
+    assert (rtrt.PLUGIN_NAMESPACE, rtrt.PLUGIN_VERSION) == (DOMAIN, str(VERSION)) == ("srdeploy", "1")
 
 
 # ------------------------------------------------------------------------------- profiles
