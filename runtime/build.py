@@ -257,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "built ahead of time on any machine (no GPU needed), plain --ops onnx graphs only")
     p.add_argument("--onnx", required=True, metavar="PATH", help="ONNX file (python -m export.onnx)")
     p.add_argument("--saveEngine", required=True, metavar="PATH", help="engine file to write (atomically)")
-    p.add_argument("--force", action="store_true", help="replace an existing engine (never done without it)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing engine or --saveOnnx file (never done without it)")
     p.add_argument("--dynamicPlugins", action="append", metavar="LIB",
                    help=f"plugin library (default when the graph has srdeploy nodes: ${rtrt.PLUGIN_LIB_ENV}, else "
                         f"plugins/build/{rtrt.PLUGIN_LIB_NAME})")

@@ -255,6 +255,13 @@ def make_plan(onnx: str | Path, engine: str | Path, *,
         raise UsageError(f"engine {engine} exists; pass --force to replace it")
     if engine.resolve() == info.path.resolve():
         raise UsageError("--saveEngine would overwrite the ONNX file")
+    if save_onnx is not None:
+        save_onnx = Path(save_onnx)
+        for other, what in ((info.path, "ONNX file"), (engine, "engine")):
+            if save_onnx.resolve() == other.resolve():
+                raise UsageError(f"--saveOnnx {save_onnx} would overwrite the {what}; choose another file")
+        if save_onnx.exists() and not force:
+            raise UsageError(f"--saveOnnx {save_onnx} exists; pass --force to replace it or choose another file")
     if target == "rtx":
         _check_rtx_request(info, plugin_library, compute_capabilities, timing_cache)
     elif compute_capabilities:
@@ -269,7 +276,7 @@ def make_plan(onnx: str | Path, engine: str | Path, *,
         onnx=info.path, engine=engine, profile=profile, precision=info.precision, onnx_sha256=info.sha256,
         custom_ops=info.custom_ops, plugin_library=plugin, timing_cache=Path(timing_cache) if timing_cache else None,
         builder_optimization_level=builder_optimization_level, mem_pool=_mem_pool(mem_pool),
-        verbose=verbose, force=force, save_onnx=Path(save_onnx) if save_onnx else None,
+        verbose=verbose, force=force, save_onnx=save_onnx,
         model=info.meta, target=target, tf32=tf32, compute_capabilities=compute_capabilities)
 
 

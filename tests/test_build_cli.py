@@ -253,6 +253,17 @@ def test_make_plan_is_what_the_cli_plans(plain, tmp_path):
     assert rtx.compute_capabilities == "8.6,8.9" and rtx.command().endswith("--computeCapabilities 8.6,8.9")
 
 
+def test_save_onnx_never_replaces_a_file_silently(plain, tmp_path):
+    engine, copy = tmp_path / "m.engine", tmp_path / "copy.onnx"
+    copy.write_bytes(b"mine")
+    with pytest.raises(rb.UsageError, match="--saveOnnx .*copy.onnx exists; pass --force"):
+        rb.make_plan(plain, engine, opt_shapes={"input": (1, 3, 64, 64)}, save_onnx=copy)
+    with pytest.raises(rb.UsageError, match="would overwrite the ONNX file"):
+        rb.make_plan(plain, engine, opt_shapes={"input": (1, 3, 64, 64)}, save_onnx=plain, force=True)
+    assert copy.read_bytes() == b"mine"
+    assert rb.make_plan(plain, engine, opt_shapes={"input": (1, 3, 64, 64)}, save_onnx=copy, force=True).save_onnx == copy
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(opt_shapes={"input": (1, 3, 0, 64)}), r"--optShapes input: every dimension must be a whole number > 0"),
     (dict(opt_shapes={"input": (1, 3, 64.0, 64)}), "whole number > 0"),
