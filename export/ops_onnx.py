@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.ops.contract import implements
+from models.ops.contract import fold_output_size, implements
 
 # Radix base of the counting sort: a pass costs a [B, M, RADIX] one-hot. 32 keeps that small while
 # two passes cover every bucket count NLSN uses (n_hashes · 128 ≤ 1024 for n_hashes ≤ 8).
@@ -173,7 +173,7 @@ def cross_scale_fold(scores: Tensor, patches: Tensor, stride: int, padding: int)
     weight = _overlap_add_weights(C * s * s, th, tw, tiles.dtype, tiles.device)
     blocks = F.conv2d(F.pad(tiles, (tw - 1, tw - 1, th - 1, th - 1)), weight, groups=C * s * s)
     canvas = F.pixel_shuffle(blocks, s)  # [N, C, (H + th - 1)·s, (W + tw - 1)·s]
-    Ho, Wo = (H - 1) * s - 2 * p + kh, (W - 1) * s - 2 * p + kw
+    Ho, Wo = fold_output_size(H, kh, s, p), fold_output_size(W, kw, s, p)
     return canvas[:, :, p:p + Ho, p:p + Wo]
 
 

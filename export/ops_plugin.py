@@ -18,7 +18,7 @@ import torch
 from onnx import TensorProto
 from onnx.defs import OpSchema
 
-from models.ops.contract import DOMAIN, FLOAT_DTYPES, OPS, STANDARD_DOMAINS, VERSION, implements
+from models.ops.contract import DOMAIN, FLOAT_DTYPES, OPS, STANDARD_DOMAINS, VERSION, fold_output_size, implements
 
 
 # --------------------------------------------------------------------------- emitters
@@ -62,7 +62,7 @@ def bucket_attention(q, v, order, rank, chunk_size: int, n_hashes: int, eps: flo
 def cross_scale_fold(scores, patches, stride: int, padding: int):
     N, _, H, W = scores.shape
     C, kh, kw = patches.shape[2], patches.shape[3], patches.shape[4]
-    shape = (N, C, (H - 1) * stride - 2 * padding + kh, (W - 1) * stride - 2 * padding + kw)
+    shape = (N, C, fold_output_size(H, kh, stride, padding), fold_output_size(W, kw, stride, padding))
     return torch.onnx.ops.symbolic(
         f"{DOMAIN}::CrossScaleFold", [scores, patches], _attributes("CrossScaleFold", stride=stride, padding=padding),
         dtype=scores.dtype, shape=shape, version=VERSION)
@@ -130,9 +130,9 @@ def _infer_cross_scale_fold(ctx) -> None:
     if s_dims is not None and p_dims is not None and len(s_dims) == 4 and len(p_dims) == 5:
         stride, padding = ctx.get_attribute("stride").i, ctx.get_attribute("padding").i
 
-        def out_size(d, k):  # (H-1)·stride - 2·padding + k when both are known, else unknown
+        def out_size(d, k):  # known when both are known
             if d.HasField("dim_value") and k.HasField("dim_value"):
-                return (d.dim_value - 1) * stride - 2 * padding + k.dim_value
+                return fold_output_size(d.dim_value, k.dim_value, stride, padding)
             return None
 
         dims = [s_dims[0], p_dims[2], out_size(s_dims[2], p_dims[3]), out_size(s_dims[3], p_dims[4])]

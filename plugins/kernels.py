@@ -32,7 +32,7 @@ import torch
 
 from models import ops
 from models.errors import SrdeployError
-from models.ops.contract import FLOAT_DTYPES, OPS, implements, registered
+from models.ops.contract import FLOAT_DTYPES, OPS, fold_output_size, implements, registered
 from .build import DEFAULT_BUILD_DIR, LIB_NAME
 
 __all__ = ["ABI_VERSION", "LIB_ENV", "Kernels", "KernelError", "KernelsUnavailable", "enable", "get",
@@ -211,7 +211,7 @@ class Kernels:
         if patches.dim() != 5 or patches.shape[:2] != scores.shape[:2]:
             raise ValueError(f"cross_scale_fold shapes: scores {tuple(scores.shape)}, patches {tuple(patches.shape)}")
         channels, kh, kw = patches.shape[2:]
-        shape = (n, channels, (h - 1) * stride - 2 * padding + kh, (w - 1) * stride - 2 * padding + kw)
+        shape = (n, channels, fold_output_size(h, kh, stride, padding), fold_output_size(w, kw, stride, padding))
         result = self._output(out, shape, scores.dtype, device)
         if result.numel() == 0:
             return result

@@ -32,7 +32,7 @@ from models.errors import SrdeployError
 
 __all__ = ["DOMAIN", "VERSION", "STANDARD_DOMAINS", "ONNX_DOMAINS", "FLOAT_DTYPES", "TRT_FIELD_TYPES", "PARTS",
            "PART_MODULES", "TensorSpec", "AttributeSpec", "OpSpec", "OpAttributeError", "OPS", "implements",
-           "implementation", "registered"]
+           "implementation", "registered", "fold_output_size"]
 
 DOMAIN = "srdeploy"  # ONNX domain = TensorRT plugin namespace = torch.library namespace
 VERSION = 1  # ONNX op-set version of DOMAIN; TensorRT plugin version "1"
@@ -132,6 +132,13 @@ OPS: dict[str, OpSpec] = {op.name: op for op in (
            attributes=(AttributeSpec("stride", "INT", 1), AttributeSpec("padding", "INT", 0)),
            folder="crossScaleFold"),
 )}
+
+def fold_output_size(size, kernel, stride, padding):
+    """CrossScaleFold's output height (width) for input height (width) ``size`` and patch size ``kernel``:
+    ``(size - 1)·stride - 2·padding + kernel`` (DESIGN.md §3). Plain arithmetic, so ints and the
+    symbolic sizes of tracing and export alike."""
+    return (size - 1) * stride - 2 * padding + kernel
+
 
 _REGISTRY: dict[str, dict[str, Callable]] = {part: {} for part in PARTS}
 F = TypeVar("F", bound=Callable)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .contract import OPS, implements
+from .contract import OPS, fold_output_size, implements
 
 __all__ = ["bucket_sort", "bucket_attention", "cross_scale_fold",
            "bucket_sort_reference", "bucket_attention_reference", "cross_scale_fold_reference"]
@@ -128,7 +128,7 @@ def cross_scale_fold(scores: Tensor, patches: Tensor, stride: int, padding: int)
 def _(scores, patches, stride, padding):
     N, _, H, W = scores.shape
     C, kh, kw = patches.shape[2:]
-    return scores.new_empty(N, C, (H - 1) * stride - 2 * padding + kh, (W - 1) * stride - 2 * padding + kw)
+    return scores.new_empty(N, C, fold_output_size(H, kh, stride, padding), fold_output_size(W, kw, stride, padding))
 
 
 def _recompute_backward(reference, n_tensor_inputs: int, differentiable: tuple[int, ...]):
