@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 import torch
 
+from models.architectures import ARCHITECTURES
 from models.errors import SrdeployError
 from . import tiling
 
@@ -49,9 +50,9 @@ __all__ = [
 
 # Calibration (python -m benchmarks.memory, bundled x2 models, CPU, one thread; results in
 # benchmarks/results/memory.json): live fp32 feature maps at peak, in units of
-# feature_bytes_per_pixel, and the constant part. EDSR is not measured: NLSN's count (its
-# body without the attention) errs on the safe side.
-FEATURE_MAPS = {"nlsn": 16.0, "csnln": 6.0, "edsr": 16.0}
+# feature_bytes_per_pixel (each architecture's hints.feature_maps, read here), and the constant
+# part. EDSR is not measured: NLSN's count (its body without the attention) errs on the safe side.
+FEATURE_MAPS = {name: arch.hints.feature_maps for name, arch in ARCHITECTURES.items()}
 FIXED_BYTES = 96 << 20
 #: CSNLN's dense attentions: scores and their softmax, fp32, per (query, key) pair
 DENSE_ATTENTION_BYTES_PER_PAIR = 8

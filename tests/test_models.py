@@ -162,7 +162,7 @@ def test_fp16_hint_holds(name):
 
 
 def test_memory_hints_match_the_runtime_calibration():
-    """runtime.memory still keeps its own table; the descriptions must not drift from it."""
+    """runtime.memory reads its per-architecture calibration from the descriptions' hints."""
     from runtime import memory
 
     for name, arch in models.ARCHITECTURES.items():
